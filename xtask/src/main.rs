@@ -2,20 +2,26 @@
 
 //! The workspace's build system: `cargo xtask <command>`.
 
+mod bench;
+mod fuzz;
+
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci          fmt --check, clippy -D warnings, tests, rustdoc -D warnings (what .ci/run runs)
+  bench-msix  per-VF MSI-X restore cost per route-commit strategy on KVM (--help for options)
 ";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench-msix") => bench::run(args.get(1..).unwrap_or_default()),
+        Some("fuzz") => fuzz::run(args.get(1..).unwrap_or_default()),
         _ => {
-            eprint!("{USAGE}");
+            eprint!("{USAGE}{}", fuzz::USAGE);
             return ExitCode::from(2);
         }
     };

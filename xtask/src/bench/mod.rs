@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! `cargo xtask bench-msix`: the seed-002 table (per-VF cost of enabling MSI-X at migration
+//! resume against the irqfds already assigned), measured on real KVM with simulated VFs for
+//! every route-commit strategy, next to a raw-ioctl floor.
+
+mod cli;
+mod json;
+mod model;
+mod msg;
+mod raw;
+mod svg;
+mod table;
+
+use std::path::Path;
+
+use kvm_ioctls::Kvm;
+
+pub use cli::Options;
+use model::{GrowthRow, Report, RunSample, Strategy, StrategyResult};
+
+/// Something that restores the simulated VFs under a strategy and times it.
+trait Driver {
+    /// Name printed with every output.
+    fn name(&self) -> String;
+    /// Strategies this driver can run.
+    fn strategies(&self) -> Vec<Strategy>;
+    /// One timed run in a fresh VM.
+    fn run(&mut self, strategy: Strategy) -> Result<RunSample, String>;
+    /// The seed-000 rows (SET_IRQS calls and vector bindings per device).
+    fn growth(&mut self) -> Result<Vec<GrowthRow>, String>;
+}
+
+/// Stand-in used while no library driver is wired: the raw strategies themselves.
+struct RawDriver<'a> {
+    kvm: &'a Kvm,
+    vfs: u32,
+    vectors: u32,
+}
+
+impl Driver for RawDriver<'_> {
+    fn name(&self) -> String {
+        "raw kvm-ioctls stand-in (vmm-glue resume path not wired)".into()
+    }
+    fn strategies(&self) -> Vec<Strategy> {
+        vec![Strategy::PerVector, Strategy::PerDevice, Strategy::VmWide]
+    }
+    fn run(&mut self, strategy: Strategy) -> Result<RunSample, String> {
+        raw::run(self.kvm, strategy, self.vfs, self.vectors)
+    }
+    fn growth(&mut self) -> Result<Vec<GrowthRow>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// Opens /dev/kvm for a unit test, or prints why not and returns `None` — unless
+/// `PASSTHROUGH_REQUIRE_KVM=1`, which turns the skip into a failure.
+#[cfg(test)]
+pub(crate) fn kvm_or_skip(test: &str) -> Option<Kvm> {
+    match Kvm::new() {
+        Ok(k) => Some(k),
+        Err(e) => {
+            let msg = format!("{test}: /dev/kvm unavailable ({e})");
+            if std::env::var("PASSTHROUGH_REQUIRE_KVM").as_deref() == Ok("1") {
+                panic!("{msg} and PASSTHROUGH_REQUIRE_KVM=1");
+            }
+            eprintln!("skipping {msg}");
+            None
+        }
+    }
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, contents).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The strategies one driver runs, and what they measured so far.
+struct Group<'a> {
+    what: &'static str,
+    driver: &'a mut dyn Driver,
+    strategies: Vec<Strategy>,
+    samples: Vec<Vec<RunSample>>,
+}
+
+impl<'a> Group<'a> {
+    fn new(what: &'static str, driver: &'a mut dyn Driver) -> Self {
+        let strategies = driver.strategies();
+        let samples = vec![Vec::new(); strategies.len()];
+        Group {
+            what,
+            driver,
+            strategies,
+            samples,
+        }
+    }
+
+    fn results(&self) -> Vec<StrategyResult> {
+        self.strategies
+            .iter()
+            .zip(&self.samples)
+            .map(|(s, v)| StrategyResult::from_samples(*s, v))
+            .collect()
+    }
+}
+
+/// Runs every strategy of every group `reps` times, rep-major and interleaved (raw and
+/// library alternate), so drift on a noisy shared machine hits all of them alike.
+fn measure(groups: &mut [Group<'_>], reps: u32) -> Result<(), String> {
+    for rep in 1..=reps {
+        let mut line = format!("bench-msix: rep {rep}/{reps}:");
+        let longest = groups.iter().map(|g| g.strategies.len()).max().unwrap_or(0);
+        for i in 0..longest {
+            for g in groups.iter_mut() {
+                let Some(s) = g.strategies.get(i).copied() else {
+                    continue;
+                };
+                let sample = g
+                    .driver
+                    .run(s)
+                    .map_err(|e| format!("{} ({}): {e}", s.name(), g.what))?;
+                line.push_str(&format!(
+                    " {}/{} {:.2}ms",
+                    g.what,
+                    s.name(),
+                    sample.total().as_secs_f64() * 1e3
+                ));
+                if let Some(v) = g.samples.get_mut(i) {
+                    v.push(sample);
+                }
+            }
+        }
+        eprintln!("{line}");
+    }
+    Ok(())
+}
+
+/// Re-runs the command from an optimised build, unless this build is one or the caller
+/// asked to measure it as is. Returns `None` when this process should measure itself.
+fn rerun_optimised(opts: &Options, args: &[String]) -> Option<Result<(), String>> {
+    if !cfg!(debug_assertions) || opts.no_release || std::env::var_os(REEXEC_ENV).is_some() {
+        return None;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("bench-msix: unoptimised build; re-running with `cargo run --release` (--no-release to skip)");
+    let status = std::process::Command::new(cargo)
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "bench-msix",
+        ])
+        .args(args)
+        .env(REEXEC_ENV, "1")
+        .status();
+    Some(match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("optimised bench-msix failed: {s}")),
+        Err(e) => Err(format!("cannot run cargo: {e}")),
+    })
+}
+
+/// Set in the environment of the optimised re-run, so it never re-runs itself.
+const REEXEC_ENV: &str = "XTASK_BENCH_MSIX_OPTIMISED";
+
+/// Entry point of `cargo xtask bench-msix ARGS`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let Some(opts) = Options::parse(args)? else {
+        print!("{}", cli::HELP);
+        return Ok(());
+    };
+    if let Some(done) = rerun_optimised(&opts, args) {
+        return done;
+    }
+    let kvm = Kvm::new();
+    let (kvm, kvm_reason) = match kvm {
+        Ok(k) => (Some(k), None),
+        Err(e) => {
+            let reason = format!("cannot open /dev/kvm: {e}");
+            eprintln!(
+                "bench-msix: {reason}; running on the IN-MEMORY routing backend (\"kvm\": false)"
+            );
+            (None, Some(reason))
+        }
+    };
+    eprintln!(
+        "bench-msix: {} VFs x {} vectors, {} reps, fresh VM per strategy per rep",
+        opts.vfs, opts.vectors, opts.reps
+    );
+
+    let Some(kvm_fd) = kvm.as_ref() else {
+        return Err("no /dev/kvm and no in-memory driver wired yet: nothing to measure".into());
+    };
+    let mut raw_driver = RawDriver {
+        kvm: kvm_fd,
+        vfs: opts.vfs,
+        vectors: opts.vectors,
+    };
+    let mut lib_driver = RawDriver {
+        kvm: kvm_fd,
+        vfs: opts.vfs,
+        vectors: opts.vectors,
+    };
+    let driver_name = lib_driver.name();
+    let growth = lib_driver.growth()?;
+    let mut groups = [
+        Group::new("raw", &mut raw_driver),
+        Group::new("lib", &mut lib_driver),
+    ];
+    measure(&mut groups, opts.reps)?;
+    let [raw_group, lib_group] = &groups;
+    let raw_results = raw_group.results();
+    let strategies = lib_group.results();
+    let floor_ms = raw_results
+        .iter()
+        .find(|r| r.strategy == Strategy::VmWide)
+        .map(|r| r.total_ms);
+
+    let report = Report {
+        vfs: opts.vfs,
+        vectors: opts.vectors,
+        reps: opts.reps,
+        kvm: kvm.is_some(),
+        kvm_reason,
+        driver: driver_name,
+        floor_ms,
+        raw: raw_results,
+        strategies,
+        growth,
+    };
+    print!("{}", table::render(&report));
+    write_file(&opts.svg, &svg::render(&report))?;
+    eprintln!("bench-msix: chart written to {}", opts.svg.display());
+    if let Some(path) = &opts.json {
+        write_file(path, &json::render(&report))?;
+        eprintln!("bench-msix: JSON written to {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The raw-ioctl floor: the same routes and irqfds the library sets up, issued directly with
+//! kvm-ioctls and nothing in between. The library's cost is reported as a ratio to this.
+
+use std::time::Instant;
+
+use kvm_bindings::{
+    kvm_irq_routing_entry, kvm_irq_routing_entry__bindgen_ty_1, kvm_irq_routing_irqchip,
+    kvm_irq_routing_msi, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI,
+};
+use kvm_ioctls::{Kvm, VmFd};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::model::{RunSample, Strategy};
+use super::msg::{guest_message, FIRST_MSI_GSI};
+
+/// The routes KVM_CREATE_IRQCHIP installs on x86: GSI 0-15 to both PICs and the IOAPIC,
+/// 16-23 to the IOAPIC only. KVM_SET_GSI_ROUTING replaces the whole table, so they go first.
+pub fn irqchip_routes() -> Vec<kvm_irq_routing_entry> {
+    let chip = |gsi: u32, irqchip: u32, pin: u32| kvm_irq_routing_entry {
+        gsi,
+        type_: KVM_IRQ_ROUTING_IRQCHIP,
+        u: kvm_irq_routing_entry__bindgen_ty_1 {
+            irqchip: kvm_irq_routing_irqchip { irqchip, pin },
+        },
+        ..Default::default()
+    };
+    let mut v = Vec::with_capacity(40);
+    for gsi in 0..24u32 {
+        if gsi < 8 {
+            v.push(chip(gsi, KVM_IRQCHIP_PIC_MASTER, gsi));
+        } else if gsi < 16 {
+            v.push(chip(gsi, KVM_IRQCHIP_PIC_SLAVE, gsi - 8));
+        }
+        v.push(chip(gsi, KVM_IRQCHIP_IOAPIC, gsi));
+    }
+    v
+}
+
+fn msi_route(vf: u32, vector: u32, vectors: u32) -> kvm_irq_routing_entry {
+    let m = guest_message(vf, vector);
+    kvm_irq_routing_entry {
+        gsi: FIRST_MSI_GSI + vf * vectors + vector,
+        type_: KVM_IRQ_ROUTING_MSI,
+        u: kvm_irq_routing_entry__bindgen_ty_1 {
+            msi: kvm_irq_routing_msi {
+                address_lo: m.address as u32,
+                address_hi: (m.address >> 32) as u32,
+                data: m.data,
+                ..Default::default()
+            },
+        },
+        ..Default::default()
+    }
+}
+
+/// A fresh VM with an in-kernel irqchip.
+pub fn fresh_vm(kvm: &Kvm) -> Result<VmFd, String> {
+    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+    vm.create_irq_chip()
+        .map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
+    Ok(vm)
+}
+
+struct Table<'a> {
+    vm: &'a VmFd,
+    entries: Vec<kvm_irq_routing_entry>,
+    commits: u64,
+}
+
+impl Table<'_> {
+    fn commit(&mut self) -> Result<(), String> {
+        let routing = KvmIrqRouting::from_entries(&self.entries)
+            .map_err(|e| format!("routing table of {}: {e:?}", self.entries.len()))?;
+        self.vm
+            .set_gsi_routing(&routing)
+            .map_err(|e| format!("KVM_SET_GSI_ROUTING: {e}"))?;
+        self.commits += 1;
+        Ok(())
+    }
+}
+
+fn irqfd(vm: &VmFd, gsi: u32, fds: &mut Vec<EventFd>) -> Result<(), String> {
+    let fd = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
+    vm.register_irqfd(&fd, gsi)
+        .map_err(|e| format!("KVM_IRQFD gsi {gsi}: {e}"))?;
+    fds.push(fd);
+    Ok(())
+}
+
+/// One timed raw run of `strategy` in a fresh VM. `Staged` has no raw form (it is the
+/// library's staging API) and is refused.
+pub fn run(kvm: &Kvm, strategy: Strategy, vfs: u32, vectors: u32) -> Result<RunSample, String> {
+    let vm = fresh_vm(kvm)?;
+    let mut t = Table {
+        vm: &vm,
+        entries: irqchip_routes(),
+        commits: 0,
+    };
+    let mut fds = Vec::with_capacity((vfs * vectors) as usize);
+    let mut sample = RunSample::default();
+    match strategy {
+        Strategy::PerVector => {
+            for vf in 0..vfs {
+                let start = Instant::now();
+                for v in 0..vectors {
+                    let r = msi_route(vf, v, vectors);
+                    t.entries.push(r);
+                    t.commit()?;
+                    irqfd(&vm, r.gsi, &mut fds)?;
+                }
+                sample.per_vf.push(start.elapsed());
+            }
+        }
+        Strategy::PerDevice => {
+            for vf in 0..vfs {
+                let start = Instant::now();
+                t.entries
+                    .extend((0..vectors).map(|v| msi_route(vf, v, vectors)));
+                t.commit()?;
+                for v in 0..vectors {
+                    irqfd(&vm, FIRST_MSI_GSI + vf * vectors + v, &mut fds)?;
+                }
+                sample.per_vf.push(start.elapsed());
+            }
+        }
+        Strategy::VmWide => {
+            // Per VF: only the table grows. The one commit and every irqfd close the window.
+            for vf in 0..vfs {
+                let start = Instant::now();
+                t.entries
+                    .extend((0..vectors).map(|v| msi_route(vf, v, vectors)));
+                sample.per_vf.push(start.elapsed());
+            }
+            let start = Instant::now();
+            t.commit()?;
+            for gsi in FIRST_MSI_GSI..FIRST_MSI_GSI + vfs * vectors {
+                irqfd(&vm, gsi, &mut fds)?;
+            }
+            sample.closing = start.elapsed();
+        }
+        Strategy::Staged => return Err("the raw floor has no staged form".into()),
+    }
+    sample.gsi_routing_commits = t.commits;
+    sample.irqfds = fds.len() as u64;
+    // Tear the VM down outside the window.
+    drop(fds);
+    drop(vm);
+    Ok(sample)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn irqchip_table_has_forty_routes_without_duplicates() {
+        let r = irqchip_routes();
+        assert_eq!(r.len(), 40);
+        assert!(r.iter().all(|e| e.type_ == KVM_IRQ_ROUTING_IRQCHIP));
+        // Sixteen GSIs reach a PIC and the IOAPIC, eight the IOAPIC only.
+        let gsis: std::collections::BTreeSet<u32> = r.iter().map(|e| e.gsi).collect();
+        assert_eq!(gsis.len(), 24);
+    }
+
+    #[test]
+    fn raw_counts_match_the_strategy() {
+        let Some(kvm) = super::super::kvm_or_skip("raw_counts_match_the_strategy") else {
+            return;
+        };
+        let pv = run(&kvm, Strategy::PerVector, 2, 3).unwrap();
+        assert_eq!((pv.gsi_routing_commits, pv.irqfds), (6, 6));
+        let pd = run(&kvm, Strategy::PerDevice, 2, 3).unwrap();
+        assert_eq!((pd.gsi_routing_commits, pd.irqfds), (2, 6));
+        let vw = run(&kvm, Strategy::VmWide, 2, 3).unwrap();
+        assert_eq!((vw.gsi_routing_commits, vw.irqfds), (1, 6));
+        assert!(run(&kvm, Strategy::Staged, 2, 3).is_err());
+    }
+}

@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The text report: the seed-format table, counts, the raw floor, ratios against the issue's
+//! targets, and the seed-000 table.
+
+use std::fmt::Write as _;
+
+use super::model::{Report, Strategy, StrategyResult};
+
+/// English ordinal, as the seed writes its VF column.
+pub fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// Irqfds already assigned when VF `i` (0-based) is restored, counted the way the seed does:
+/// those of the earlier VFs plus the VF's own, since its commits walk them too.
+pub fn irqfds_assigned(i: usize, vectors: u32) -> u64 {
+    (i as u64 + 1) * u64::from(vectors)
+}
+
+/// One comparison against a target of the issue.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What is compared, e.g. "per_vector / vm_wide".
+    pub what: &'static str,
+    /// The measured ratio, when both sides ran.
+    pub measured: Option<f64>,
+    /// The target, as text.
+    pub target: &'static str,
+    /// Whether the target is met.
+    pub met: Option<bool>,
+}
+
+/// The issue's four targets, evaluated on a report.
+pub fn checks(r: &Report) -> Vec<Check> {
+    use Strategy::*;
+    let floor_ratio = match (r.strategy(VmWide), r.floor_ms) {
+        (Some(v), Some(f)) if f > 0.0 => Some(v.total_ms / f),
+        _ => None,
+    };
+    let staged = r.ratio(Staged, PerDevice);
+    vec![
+        Check {
+            what: "per_vector / vm_wide",
+            measured: r.ratio(PerVector, VmWide),
+            target: ">= 25",
+            met: r.ratio(PerVector, VmWide).map(|x| x >= 25.0),
+        },
+        Check {
+            what: "per_device / vm_wide",
+            measured: r.ratio(PerDevice, VmWide),
+            target: ">= 1.5",
+            met: r.ratio(PerDevice, VmWide).map(|x| x >= 1.5),
+        },
+        Check {
+            what: "staged / per_device",
+            measured: staged,
+            target: "<= 0.1",
+            met: staged.map(|x| x <= 0.1),
+        },
+        Check {
+            what: "vm_wide / floor",
+            measured: floor_ratio,
+            target: "<= 1.2",
+            met: floor_ratio.map(|x| x <= 1.2),
+        },
+    ]
+}
+
+/// Reads one count of a strategy's result.
+type CountOf = fn(&StrategyResult) -> u64;
+
+fn cell(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.1}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Renders the whole text report.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let label = r.backend_label();
+    let _ = writeln!(
+        o,
+        "bench-msix: {} VFs x {} MSI-X vectors, {} reps (medians), backend: {label}, driver: {}",
+        r.vfs, r.vectors, r.reps, r.driver
+    );
+    if !r.kvm {
+        let _ = writeln!(
+            o,
+            "!! NOT KVM: times below are the in-memory routing backend, not KVM_SET_GSI_ROUTING."
+        );
+    }
+    let _ = writeln!(o);
+
+    // The seed-format table.
+    let strategies = &r.strategies;
+    let w = 24;
+    let _ = write!(o, "{:<6}{:>10}", "VF", "irqfds[*]");
+    for s in strategies {
+        let _ = write!(o, "{:>w$}", super::model::heading(s.strategy));
+    }
+    let _ = writeln!(o);
+    for i in 0..r.vfs as usize {
+        let _ = write!(
+            o,
+            "{:<6}{:>10}",
+            ordinal(i + 1),
+            irqfds_assigned(i, r.vectors)
+        );
+        for s in strategies {
+            let v = s.per_vf_ms.get(i).copied().unwrap_or(f64::NAN);
+            let _ = write!(o, "{:>w$}", cell(v));
+        }
+        let _ = writeln!(o);
+    }
+    if strategies.iter().any(|s| s.closing_ms > 0.0) {
+        let _ = write!(o, "{:<16}", "commit[+]");
+        for s in strategies {
+            let _ = write!(o, "{:>w$}", cell(s.closing_ms));
+        }
+        let _ = writeln!(o);
+    }
+    let _ = write!(o, "{:<16}", "Total");
+    for s in strategies {
+        let _ = write!(o, "{:>w$}", format!("{}ms", cell(s.total_ms)));
+    }
+    let _ = writeln!(o);
+    let counts: [(&str, CountOf); 4] = [
+        ("SET_GSI_ROUTING", |s| s.gsi_routing_commits),
+        ("SET_IRQS", |s| s.set_irqs_calls),
+        ("pre-commits[#]", |s| s.staged_commits),
+        ("irqfds", |s| s.irqfds),
+    ];
+    for (name, f) in counts {
+        let _ = write!(o, "{name:<16}");
+        for s in strategies {
+            let _ = write!(o, "{:>w$}", f(s));
+        }
+        let _ = writeln!(o);
+    }
+    let _ = writeln!(
+        o,
+        "[*] irqfds already assigned that this VF's commits walk: earlier VFs' plus its own \
+         (the seed's \"Count of irqfds\").\n[+] time in the window outside every VF's slot: the \
+         VM-wide batch's closing commit, or the staged switchover commit.\n[#] commits made \
+         before the timed window (staging from the precopied state); counts are per run."
+    );
+
+    // Raw floor.
+    let _ = writeln!(o);
+    if r.raw.is_empty() {
+        let _ = writeln!(o, "raw-ioctl floor: not measured ({label})");
+    } else {
+        let _ = writeln!(
+            o,
+            "raw-ioctl floor (kvm-ioctls only, same routes and irqfds, fresh VM per rep):"
+        );
+        let _ = writeln!(
+            o,
+            "{:<24}{:>12}{:>10}{:>14}{:>18}",
+            "strategy", "raw ms", "commits", "library ms", "library / raw"
+        );
+        for raw in &r.raw {
+            let lib = r.strategy(raw.strategy);
+            let ratio = lib
+                .filter(|_| raw.total_ms > 0.0)
+                .map(|l| format!("{:.2}x", l.total_ms / raw.total_ms))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                o,
+                "{:<24}{:>12}{:>10}{:>14}{:>18}",
+                raw.strategy.name(),
+                cell(raw.total_ms),
+                raw.gsi_routing_commits,
+                lib.map(|l| cell(l.total_ms)).unwrap_or_else(|| "-".into()),
+                ratio
+            );
+        }
+        if let Some(f) = r.floor_ms {
+            let _ = writeln!(o, "floor (raw vm_wide): {}ms", cell(f));
+        }
+    }
+
+    // Ratios.
+    let _ = writeln!(o);
+    let _ = writeln!(o, "ratios ({label}):");
+    for c in checks(r) {
+        let measured = c
+            .measured
+            .map(|x| format!("{x:.2}x"))
+            .unwrap_or_else(|| "-".into());
+        let verdict = match c.met {
+            Some(true) => "met",
+            Some(false) => "SHORT",
+            None => "not measured",
+        };
+        let _ = writeln!(
+            o,
+            "  {:<24}{:>10}   target {:<8} {verdict}",
+            c.what, measured, c.target
+        );
+    }
+
+    // Seed-000 axis.
+    if !r.growth.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "enabling {} MSI-X vectors on one VF (vfio-core sim counters, per device):",
+            r.vectors
+        );
+        let _ = writeln!(
+            o,
+            "{:<44}{:>10}{:>18}",
+            "how", "SET_IRQS", "vector bindings"
+        );
+        for g in &r.growth {
+            let _ = writeln!(
+                o,
+                "{:<44}{:>10}{:>18}",
+                g.label, g.set_irqs_calls, g.vector_bindings
+            );
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals_follow_english() {
+        let got: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111]
+            .iter()
+            .map(|&n| ordinal(n))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st",
+                "111th"
+            ]
+        );
+    }
+
+    #[test]
+    fn irqfd_column_matches_the_seed() {
+        // The seed: 65, 130, ..., 520 for 8 VFs of 65 vectors.
+        let col: Vec<u64> = (0..8).map(|i| irqfds_assigned(i, 65)).collect();
+        assert_eq!(col, [65, 130, 195, 260, 325, 390, 455, 520]);
+    }
+}
