@@ -2,5 +2,37 @@
 
 //! The VFIO migration v2 state machine, a versioned device-state format, and an opt-in
 //! guest-cooperative migration notice that never blocks on the guest.
+//!
+//! - [`fsm`]: which single arcs take a device from its current state to a requested one, by
+//!   the kernel's table ([`next_step`], [`path`]).
+//! - [`device_state`] and [`format`]: what a VMM saves for a passthrough function, and a
+//!   checksummed, versioned binary encoding whose decoder never panics.
+//!
+//! ```
+//! use migration_state::{path, DeviceState, MigrationFlags, State};
+//!
+//! // A device without P2P or pre-copy goes RUNNING -> STOP -> STOP_COPY to be saved.
+//! let steps = path(MigrationFlags::STOP_COPY, State::Running, State::StopCopy)?;
+//! assert_eq!(steps, [State::Stop, State::StopCopy]);
+//!
+//! let saved = DeviceState { device_data: vec![1, 2, 3], ..DeviceState::default() };
+//! let bytes = saved.encode()?;
+//! assert_eq!(DeviceState::decode(&bytes)?, saved);
+//! # Ok::<(), migration_state::Error>(())
+//! ```
 
 #![forbid(unsafe_code)]
+
+mod codec;
+pub mod device_state;
+mod error;
+pub mod format;
+pub mod fsm;
+
+pub use device_state::{
+    BarKind, BarState, ConfigState, DeviceState, InterruptMode, MsiState, MsixEntry, MsixState,
+    NoticeState,
+};
+pub use error::{Error, Result};
+pub use format::FormatVersion;
+pub use fsm::{next_step, path, MigrationFlags, State};

@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The crate's error type.
+
+use crate::fsm::{MigrationFlags, State};
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A raw state number is not one of the eight v2 states.
+    #[error("{0} is not a VFIO migration v2 state")]
+    InvalidStateValue(u32),
+    /// The device's migration flags lack the mandatory `STOP_COPY` feature.
+    #[error("migration flags {bits:#x} lack the mandatory STOP_COPY feature")]
+    MissingStopCopy {
+        /// The flag word as the device reported it.
+        bits: u64,
+    },
+    /// A state (current or requested) is not supported by the device's flags.
+    #[error("state {state} is not supported by a device with {flags}")]
+    UnsupportedState {
+        /// The unsupported state.
+        state: State,
+        /// The device's flags.
+        flags: MigrationFlags,
+    },
+    /// The device is in the `ERROR` state; only a reset leaves it.
+    #[error("the device is in the ERROR state and must be reset")]
+    DeviceInError,
+    /// The kernel's state machine refuses this request (it leads to the `ERROR` sentinel).
+    #[error("the transition {from} -> {to} is not allowed")]
+    BlockedArc {
+        /// Where the walk starts.
+        from: State,
+        /// The requested state.
+        to: State,
+    },
+
+    /// A serialized state ended before a field it must contain.
+    #[error(
+        "device state truncated: {field} needs {needed} bytes at offset {offset}, {available} left"
+    )]
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+        /// Offset of the field in the stream.
+        offset: usize,
+        /// Bytes the field needs.
+        needed: usize,
+        /// Bytes left in the stream or section.
+        available: usize,
+    },
+    /// The stream does not start with the device-state magic.
+    #[error("not a device-state stream (bad magic)")]
+    BadMagic,
+    /// The stream was written by a newer (or unknown) format version than this reader supports.
+    #[error("device-state format version {found} is not supported (this reader supports 1..={supported})")]
+    UnsupportedVersion {
+        /// The version in the stream.
+        found: u16,
+        /// The newest version this reader understands.
+        supported: u16,
+    },
+    /// The header's payload length does not match the stream's length.
+    #[error("device-state header announces {announced} bytes, stream has {actual}")]
+    LengthMismatch {
+        /// Total length the header announces.
+        announced: u64,
+        /// Actual stream length.
+        actual: usize,
+    },
+    /// The stream's CRC32 does not match its contents.
+    #[error("device-state checksum mismatch: header {expected:#010x}, computed {computed:#010x}")]
+    ChecksumMismatch {
+        /// CRC32 stored in the header.
+        expected: u32,
+        /// CRC32 computed over the stream.
+        computed: u32,
+    },
+    /// A section this format version requires is absent.
+    #[error("device-state section {0:#x} is missing")]
+    MissingSection(u16),
+    /// A section appears twice.
+    #[error("device-state section {0:#x} appears twice")]
+    DuplicateSection(u16),
+    /// A section tag this format version does not define.
+    #[error("device-state section {tag:#x} is unknown in format version {version}")]
+    UnknownSection {
+        /// The tag.
+        tag: u16,
+        /// The stream's format version.
+        version: u16,
+    },
+    /// A section's body is longer than its fields.
+    #[error("device-state section {tag:#x} has {extra} trailing bytes")]
+    TrailingBytes {
+        /// The section's tag.
+        tag: u16,
+        /// Bytes left unread.
+        extra: usize,
+    },
+    /// A field holds a value outside its domain, or contradicts another field.
+    #[error("device-state field {field} has invalid value {value:#x}")]
+    InvalidField {
+        /// The field's name.
+        field: &'static str,
+        /// The offending value.
+        value: u64,
+    },
+    /// The state uses something the requested (older) format version cannot carry.
+    #[error("device-state {field} cannot be written in format version {version}")]
+    NotRepresentable {
+        /// The field that needs a newer version.
+        field: &'static str,
+        /// The requested version.
+        version: u16,
+    },
+    /// A device state is too large to encode (a length does not fit its field).
+    #[error("device-state {field} is too large to encode ({len} bytes or entries)")]
+    TooLarge {
+        /// The field's name.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// This crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
