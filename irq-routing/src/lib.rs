@@ -1,4 +1,76 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! A VM's interrupt routing table and `RouteBatch`, a guard that defers
+//! A VM's interrupt routing table and [`RouteBatch`], a guard that defers
 //! `KVM_SET_GSI_ROUTING` so a batch of route changes costs one commit.
+//!
+//! `KVM_SET_GSI_ROUTING` replaces the VM's whole routing table and walks
+//! every irqfd of the VM, so committing once per MSI-X vector makes a
+//! device's (or a VM's) setup quadratic in its vector count. A [`Router`]
+//! owns the MSI routes of one VM: their GSIs (allocated inside the backend's
+//! route limit), their messages and their irqfds. Outside a batch every
+//! change commits at once; while a [`RouteBatch`] guard is alive, changes are
+//! staged and the outermost guard commits the table once, then attaches the
+//! staged irqfds. Owners read each route's [`RouteState`] from a lock-free
+//! snapshot, so MMIO handlers never wait on a commit.
+//!
+//! The hypervisor sits behind [`RoutingBackend`]: [`KvmBackend`] (feature
+//! `kvm`, default) and [`MemoryBackend`] (feature `test-utils`).
+//!
+//! # Example
+//!
+//! Eight vectors of one device routed with a single commit (this example uses
+//! the in-memory backend; with `KvmBackend::new(vm)` the same code drives a
+//! real VM):
+//!
+#![cfg_attr(feature = "test-utils", doc = "```")]
+#![cfg_attr(not(feature = "test-utils"), doc = "```ignore")]
+//! use std::sync::Arc;
+//! use irq_routing::{BatchOutcome, MemoryBackend, MsiMessage, RouteState, Router};
+//! use vmm_sys_util::eventfd::EventFd;
+//!
+//! let backend = MemoryBackend::new();
+//! let router = Arc::new(Router::new(backend.clone())?);
+//!
+//! let batch = router.batch();
+//! let mut vectors = Vec::new();
+//! for v in 0..8u32 {
+//!     let irqfd = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(std::io::Error::from)?);
+//!     let msi = MsiMessage::new(0xfee0_0000, 0x30 + v);
+//!     vectors.push(router.add_msi_route(msi, Some(irqfd))?);
+//! }
+//! assert_eq!(router.route_state(vectors[0]), Some(RouteState::Staged));
+//! let BatchOutcome::Committed(report) = batch.commit()? else {
+//!     unreachable!("this was the only batch");
+//! };
+//! assert!(report.committed);
+//! assert_eq!(backend.commits(), 1);
+//! assert_eq!(backend.attaches(), 8);
+//! assert!(matches!(router.route_state(vectors[0]), Some(RouteState::Routed { .. })));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod backend;
+mod batch;
+mod error;
+#[cfg(feature = "kvm")]
+mod kvm;
+#[cfg(feature = "test-utils")]
+mod memory;
+mod route;
+mod router;
+#[cfg(all(feature = "test-utils", feature = "kvm"))]
+pub mod testing;
+
+pub use backend::RoutingBackend;
+pub use batch::{BatchOutcome, BatchReport, RouteBatch};
+pub use error::{Error, Result};
+#[cfg(feature = "kvm")]
+pub use kvm::{KvmBackend, IOAPIC_PINS, PIC_PINS};
+#[cfg(feature = "test-utils")]
+pub use memory::{MemoryBackend, MemoryOp};
+pub use route::{
+    MsiMessage, RouteEntry, RouteId, RouteSnapshot, RouteState, RouteView, UserspaceReason,
+};
+pub use router::{Router, RouterStats};

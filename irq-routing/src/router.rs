@@ -1,0 +1,494 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! [`Router`]: a VM's MSI routes, their GSIs and irqfds, and the commit logic
+//! that batches share.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+use vm_allocator::IdAllocator;
+use vmm_sys_util::errno;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::backend::RoutingBackend;
+use crate::batch::{BatchReport, RouteBatch};
+use crate::error::{Error, Result};
+use crate::route::{
+    MsiMessage, RouteEntry, RouteId, RouteSnapshot, RouteState, RouteView, UserspaceReason,
+};
+
+/// Counters of the backend operations a router issued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Table commits issued (`KVM_SET_GSI_ROUTING`), failed ones included.
+    pub commits: u64,
+    /// Table commits the backend refused.
+    pub failed_commits: u64,
+    /// irqfd attaches issued, failed ones included.
+    pub irqfd_attaches: u64,
+    /// irqfd attaches the backend refused.
+    pub failed_irqfd_attaches: u64,
+    /// irqfd detaches issued, failed ones included.
+    pub irqfd_detaches: u64,
+}
+
+/// One route as the router tracks it.
+#[derive(Debug)]
+struct Record {
+    /// The message the owner asked for.
+    msi: MsiMessage,
+    /// The GSI the route holds; `None` once it fell back to userspace.
+    gsi: Option<u32>,
+    /// The message the committed table holds at `gsi`, if any.
+    committed: Option<MsiMessage>,
+    irqfd: Option<Arc<EventFd>>,
+    attached: bool,
+    state: RouteState,
+}
+
+/// A removal waiting for the next commit: the GSI stays reserved until the
+/// table without the route is in force and the irqfd is detached.
+#[derive(Debug)]
+struct Removal {
+    gsi: u32,
+    irqfd: Option<Arc<EventFd>>,
+}
+
+struct Inner {
+    backend: Box<dyn RoutingBackend>,
+    gsis: IdAllocator,
+    limit: u32,
+    gsis_in_use: u32,
+    next_id: u64,
+    routes: BTreeMap<RouteId, Record>,
+    /// Batch guards alive.
+    depth: usize,
+    /// Routes added or updated since the last commit.
+    touched: BTreeSet<RouteId>,
+    removals: Vec<Removal>,
+    /// Whether the wanted table may differ from `in_force`.
+    dirty: bool,
+    /// The committed entries the router relies on (entries of released GSIs
+    /// are dropped: nothing can raise them, and the next commit replaces them).
+    in_force: Vec<RouteEntry>,
+    stats: RouterStats,
+}
+
+/// A VM's MSI routes.
+///
+/// Shared as `Arc<Router>` by every device of one VM; all methods take
+/// `&self` and serialise on an internal mutex, except [`Router::snapshot`] and
+/// [`Router::route`], which are lock-free.
+///
+/// Outside a batch each operation commits at once (one `KVM_SET_GSI_ROUTING`
+/// per change). While any [`RouteBatch`] guard is alive, on any thread,
+/// operations are staged and the outermost guard's end commits them once.
+pub struct Router {
+    inner: Mutex<Inner>,
+    snapshot: ArcSwap<RouteSnapshot>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("Router")
+            .field("backend", &inner.backend)
+            .field("routes", &inner.routes.len())
+            .field("gsis_in_use", &inner.gsis_in_use)
+            .field("limit", &inner.limit)
+            .field("batch_depth", &inner.depth)
+            .field("stats", &inner.stats)
+            .finish()
+    }
+}
+
+impl Router {
+    /// A router with no MSI route over `backend`. Issues no backend call: the
+    /// backend's own routes stay as they are until the first commit.
+    pub fn new(backend: impl RoutingBackend + 'static) -> Result<Self> {
+        let range = backend.msi_gsi_range();
+        let gsi_error = |source| Error::GsiRange {
+            start: range.start,
+            end: range.end,
+            source,
+        };
+        let last = range
+            .end
+            .checked_sub(1)
+            .ok_or(gsi_error(vm_allocator::Error::InvalidRange(
+                u64::from(range.start),
+                u64::from(range.end),
+            )))?;
+        let gsis = IdAllocator::new(range.start, last).map_err(gsi_error)?;
+        Ok(Self {
+            inner: Mutex::new(Inner {
+                backend: Box::new(backend),
+                gsis,
+                limit: range.end - range.start,
+                gsis_in_use: 0,
+                next_id: 0,
+                routes: BTreeMap::new(),
+                depth: 0,
+                touched: BTreeSet::new(),
+                removals: Vec::new(),
+                dirty: false,
+                in_force: Vec::new(),
+                stats: RouterStats::default(),
+            }),
+            snapshot: ArcSwap::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves `Inner` consistent between
+        // statements that matter; keep serving rather than poisoning the VM.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Start (or join) a batch: until the returned guard and every other
+    /// guard alive ends, route changes are staged.
+    pub fn batch(&self) -> RouteBatch<'_> {
+        self.lock().depth += 1;
+        RouteBatch::new(self)
+    }
+
+    /// Add an MSI route and reserve a GSI for it, binding `irqfd` (if given)
+    /// to that GSI once the route is committed.
+    ///
+    /// The `Arc` is kept as is: no file descriptor is duplicated.
+    ///
+    /// Outside a batch the route is committed before this returns; if
+    /// attaching the irqfd then fails, the route is kept as
+    /// [`RouteState::Userspace`] and this still returns its handle. Inside a
+    /// batch the route reads as [`RouteState::Staged`] until the batch ends.
+    ///
+    /// # Errors
+    /// [`Error::RouteLimit`] when no GSI is left (nothing changes);
+    /// [`Error::Commit`] when the immediate commit failed (the route is gone).
+    pub fn add_msi_route(&self, msi: MsiMessage, irqfd: Option<Arc<EventFd>>) -> Result<RouteId> {
+        let mut inner = self.lock();
+        let gsi = inner
+            .gsis
+            .allocate_id()
+            .map_err(|_| Error::RouteLimit { limit: inner.limit })?;
+        inner.gsis_in_use += 1;
+        let id = RouteId(inner.next_id);
+        inner.next_id += 1;
+        inner.routes.insert(
+            id,
+            Record {
+                msi,
+                gsi: Some(gsi),
+                committed: None,
+                irqfd,
+                attached: false,
+                state: RouteState::Staged,
+            },
+        );
+        inner.touched.insert(id);
+        inner.dirty = true;
+        if inner.depth == 0 {
+            let result = inner.flush();
+            if result.is_err() {
+                inner.routes.remove(&id);
+            }
+            self.publish(&inner);
+            result?;
+        }
+        Ok(id)
+    }
+
+    /// Point a route at a new message. The same message changes nothing and
+    /// issues nothing.
+    ///
+    /// A route that fell back to userspace only records the message; remove
+    /// it and add it again to get a KVM route.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRoute`]; [`Error::Commit`] when the immediate commit
+    /// failed (the route is then `Userspace`, its GSI released).
+    pub fn update_msi_route(&self, id: RouteId, msi: MsiMessage) -> Result<()> {
+        let mut inner = self.lock();
+        let record = inner.routes.get_mut(&id).ok_or(Error::UnknownRoute(id))?;
+        if record.msi == msi {
+            return Ok(());
+        }
+        record.msi = msi;
+        if record.gsi.is_none() {
+            return Ok(());
+        }
+        record.state = RouteState::Staged;
+        inner.touched.insert(id);
+        inner.dirty = true;
+        if inner.depth == 0 {
+            let result = inner.flush();
+            self.publish(&inner);
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Remove a route: its irqfd is detached and its GSI freed (after the
+    /// commit that drops the route, inside a batch).
+    ///
+    /// The route is gone when this returns, even on error.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRoute`]; outside a batch [`Error::Commit`] (KVM keeps
+    /// a stale entry at the freed GSI with no irqfd bound, so nothing can
+    /// raise it) or [`Error::IrqfdDetach`] (the GSI stays reserved).
+    pub fn remove_route(&self, id: RouteId) -> Result<()> {
+        let mut inner = self.lock();
+        let record = inner.routes.remove(&id).ok_or(Error::UnknownRoute(id))?;
+        inner.touched.remove(&id);
+        if let Some(gsi) = record.gsi {
+            if record.committed.is_none() && !record.attached {
+                // Never reached KVM: give the GSI back at once.
+                inner.release_gsi(gsi);
+            } else {
+                inner.dirty = true;
+                inner.removals.push(Removal {
+                    gsi,
+                    irqfd: record.irqfd.filter(|_| record.attached),
+                });
+            }
+        }
+        let result = if inner.depth == 0 {
+            inner.flush()
+        } else {
+            Ok(())
+        };
+        if inner.depth == 0 {
+            self.publish(&inner);
+        }
+        result
+    }
+
+    /// The routes as of the last publication, lock-free.
+    pub fn snapshot(&self) -> Arc<RouteSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// One route's view as of the last publication, lock-free. `None` means
+    /// the route has no KVM route to rely on.
+    pub fn route(&self, id: RouteId) -> Option<RouteView> {
+        self.snapshot.load().get(id)
+    }
+
+    /// One route's state, lock-free: `Staged` for a route added inside a
+    /// batch still running, `None` for a removed route.
+    pub fn route_state(&self, id: RouteId) -> Option<RouteState> {
+        self.snapshot.load().state(id)
+    }
+
+    /// Counters of the backend operations issued so far.
+    pub fn stats(&self) -> RouterStats {
+        self.lock().stats
+    }
+
+    /// How many MSI routes the backend allows.
+    pub fn route_limit(&self) -> u32 {
+        self.lock().limit
+    }
+
+    /// How many GSIs are reserved right now (routes holding one, removals
+    /// waiting for a commit, and GSIs kept after a failed irqfd detach).
+    pub fn gsis_in_use(&self) -> u32 {
+        self.lock().gsis_in_use
+    }
+
+    /// The table the router believes is in force, sorted by GSI.
+    pub fn committed_table(&self) -> Vec<RouteEntry> {
+        self.lock().in_force.clone()
+    }
+
+    /// Ends one batch guard; the outermost commits. Called by [`RouteBatch`].
+    pub(crate) fn end_batch(&self) -> Result<Option<BatchReport>> {
+        let mut inner = self.lock();
+        inner.depth = inner.depth.saturating_sub(1);
+        if inner.depth > 0 {
+            self.publish(&inner);
+            return Ok(None);
+        }
+        let routes: Vec<RouteId> = inner.touched.iter().copied().collect();
+        let commits_before = inner.stats.commits;
+        let result = inner.flush();
+        self.publish(&inner);
+        result?;
+        let report = BatchReport {
+            committed: inner.stats.commits != commits_before,
+            routes: routes
+                .into_iter()
+                .filter_map(|id| inner.routes.get(&id).map(|r| (id, r.state)))
+                .collect(),
+        };
+        Ok(Some(report))
+    }
+
+    fn publish(&self, inner: &Inner) {
+        let routes = inner
+            .routes
+            .iter()
+            .map(|(id, r)| {
+                (
+                    *id,
+                    RouteView {
+                        state: r.state,
+                        msi: match r.state {
+                            RouteState::Routed { .. } => r.committed.unwrap_or(r.msi),
+                            _ => r.msi,
+                        },
+                        irqfd_attached: r.attached,
+                    },
+                )
+            })
+            .collect();
+        self.snapshot.store(Arc::new(RouteSnapshot {
+            routes,
+            next_id: inner.next_id,
+        }));
+    }
+}
+
+impl Inner {
+    fn release_gsi(&mut self, gsi: u32) {
+        if self.gsis.free_id(gsi).is_ok() {
+            self.gsis_in_use = self.gsis_in_use.saturating_sub(1);
+        }
+        self.in_force.retain(|e| e.gsi != gsi);
+    }
+
+    fn wanted_table(&self) -> Vec<RouteEntry> {
+        let mut table: Vec<RouteEntry> = self
+            .routes
+            .values()
+            .filter_map(|r| r.gsi.map(|gsi| RouteEntry { gsi, msi: r.msi }))
+            .collect();
+        table.sort_unstable_by_key(|e| e.gsi);
+        table
+    }
+
+    fn detach(&mut self, fd: &EventFd, gsi: u32) -> errno::Result<()> {
+        self.stats.irqfd_detaches += 1;
+        self.backend.detach_irqfd(fd, gsi)
+    }
+
+    /// Commit what is staged: the table once (if it changed), then pending
+    /// removals' irqfd detaches, then staged irqfd attaches.
+    fn flush(&mut self) -> Result<()> {
+        let mut result = Ok(());
+        if self.dirty {
+            self.dirty = false;
+            let table = self.wanted_table();
+            if table != self.in_force {
+                self.stats.commits += 1;
+                match self.backend.commit_table(&table) {
+                    Ok(()) => self.in_force = table,
+                    Err(source) => {
+                        self.stats.failed_commits += 1;
+                        let undone = self.undo_touched(source.errno());
+                        result = Err(Error::Commit { undone, source });
+                    }
+                }
+            }
+        }
+        if result.is_ok() {
+            for id in &self.touched {
+                if let Some(r) = self.routes.get_mut(id) {
+                    if r.gsi.is_some() {
+                        r.committed = Some(r.msi);
+                    }
+                }
+            }
+        }
+        // Removals complete whether or not the commit went through: a stale
+        // entry in the kernel's table with no irqfd cannot be raised.
+        for removal in std::mem::take(&mut self.removals) {
+            let detached = match &removal.irqfd {
+                Some(fd) => self.detach(fd, removal.gsi),
+                None => Ok(()),
+            };
+            match detached {
+                Ok(()) => self.release_gsi(removal.gsi),
+                Err(source) => {
+                    // Keep the GSI reserved: the irqfd may still raise it.
+                    self.in_force.retain(|e| e.gsi != removal.gsi);
+                    if result.is_ok() {
+                        result = Err(Error::IrqfdDetach {
+                            gsi: removal.gsi,
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        for id in std::mem::take(&mut self.touched) {
+            self.settle(id);
+        }
+        result
+    }
+
+    /// After a successful commit: attach the route's irqfd if needed and set
+    /// its final state.
+    fn settle(&mut self, id: RouteId) {
+        let Some(record) = self.routes.get_mut(&id) else {
+            return;
+        };
+        let Some(gsi) = record.gsi else {
+            return;
+        };
+        if let (Some(fd), false) = (&record.irqfd, record.attached) {
+            self.stats.irqfd_attaches += 1;
+            if let Err(e) = self.backend.attach_irqfd(fd, gsi) {
+                self.stats.failed_irqfd_attaches += 1;
+                record.gsi = None;
+                record.committed = None;
+                record.irqfd = None;
+                record.state = RouteState::Userspace(UserspaceReason::IrqfdAttach(e.errno()));
+                self.release_gsi(gsi);
+                return;
+            }
+            record.attached = true;
+        }
+        record.state = RouteState::Routed { gsi };
+    }
+
+    /// After a failed commit: every added or updated route loses its GSI and
+    /// its irqfd and falls back to userspace.
+    fn undo_touched(&mut self, errno: i32) -> Vec<RouteId> {
+        let touched = std::mem::take(&mut self.touched);
+        let mut undone = Vec::with_capacity(touched.len());
+        for id in touched {
+            let Some(record) = self.routes.get_mut(&id) else {
+                continue;
+            };
+            if record.committed == Some(record.msi) {
+                // Updated and changed back: the committed route still holds.
+                if let Some(gsi) = record.gsi {
+                    record.state = RouteState::Routed { gsi };
+                }
+                continue;
+            }
+            let Some(gsi) = record.gsi.take() else {
+                continue;
+            };
+            let irqfd = record.irqfd.take().filter(|_| record.attached);
+            record.attached = false;
+            record.committed = None;
+            record.state = RouteState::Userspace(UserspaceReason::CommitFailed(errno));
+            undone.push(id);
+            let detached = match irqfd {
+                Some(fd) => self.detach(&fd, gsi),
+                None => Ok(()),
+            };
+            if detached.is_ok() {
+                self.release_gsi(gsi);
+            } else {
+                self.in_force.retain(|e| e.gsi != gsi);
+            }
+        }
+        undone
+    }
+}
