@@ -492,3 +492,7 @@ impl Inner {
         undone
     }
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Router and batch behaviour on the in-memory backend.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::{
+    BatchOutcome, Error, MemoryBackend, MemoryOp, MsiMessage, RouteEntry, RouteId, RouteState,
+    Router, UserspaceReason,
+};
+
+fn msi(v: u32) -> MsiMessage {
+    MsiMessage::new(0xfee0_0000 + u64::from(v % 4) * 0x1000, 0x4000 | v)
+}
+
+fn irqfd() -> Arc<EventFd> {
+    Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())
+}
+
+fn setup() -> (MemoryBackend, Router) {
+    let backend = MemoryBackend::new();
+    let router = Router::new(backend.clone()).unwrap();
+    (backend, router)
+}
+
+fn committed(router: &Router, id: RouteId) -> u32 {
+    match router.route_state(id) {
+        Some(RouteState::Routed { gsi }) => gsi,
+        other => panic!("route {id:?} is {other:?}, expected Routed"),
+    }
+}
+
+#[test]
+fn router_is_shareable() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Router>();
+}
+
+#[test]
+fn unbatched_add_commits_then_attaches_per_route() {
+    let (backend, router) = setup();
+    let fds: Vec<_> = (0..3).map(|_| irqfd()).collect();
+    let ids: Vec<_> = fds
+        .iter()
+        .enumerate()
+        .map(|(v, fd)| {
+            router
+                .add_msi_route(msi(v as u32), Some(fd.clone()))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(backend.commits(), 3);
+    assert_eq!(backend.attaches(), 3);
+    assert_eq!(router.stats().commits, 3);
+    let table = backend.table();
+    assert_eq!(table.len(), 3);
+    for ((id, fd), v) in ids.iter().zip(&fds).zip(0u32..) {
+        let gsi = committed(&router, *id);
+        assert!(table.contains(&RouteEntry { gsi, msi: msi(v) }));
+        assert_eq!(backend.attached_gsi(fd), Some(gsi));
+    }
+    // GSIs for MSI start above the irqchip routes.
+    assert!(table.iter().all(|e| e.gsi >= 24));
+}
+
+#[test]
+fn batch_commits_once_and_attaches_after() {
+    let (backend, router) = setup();
+    let batch = router.batch();
+    let ids: Vec<_> = (0..65)
+        .map(|v| router.add_msi_route(msi(v), Some(irqfd())).unwrap())
+        .collect();
+    assert_eq!(backend.commits(), 0);
+    assert_eq!(backend.attaches(), 0);
+    assert!(ids
+        .iter()
+        .all(|id| router.route_state(*id) == Some(RouteState::Staged)));
+    let BatchOutcome::Committed(report) = batch.commit().unwrap() else {
+        panic!("outermost batch deferred");
+    };
+    assert!(report.committed);
+    assert_eq!(report.routes.len(), 65);
+    assert_eq!(backend.commits(), 1);
+    assert_eq!(backend.attaches(), 65);
+    assert_eq!(backend.table().len(), 65);
+    for id in &ids {
+        committed(&router, *id);
+    }
+}
+
+#[test]
+fn nested_and_cross_device_batches_commit_once() {
+    let (backend, router) = setup();
+    let vm_wide = router.batch();
+    for device in 0..4u32 {
+        let per_device = router.batch();
+        for v in 0..5 {
+            router
+                .add_msi_route(msi(device * 8 + v), Some(irqfd()))
+                .unwrap();
+        }
+        assert_eq!(per_device.commit().unwrap(), BatchOutcome::Deferred);
+    }
+    assert_eq!(backend.commits(), 0);
+    // A route added by another thread while the VM-wide batch is alive is
+    // staged as well.
+    std::thread::scope(|s| {
+        s.spawn(|| router.add_msi_route(msi(99), None).unwrap());
+    });
+    assert_eq!(backend.commits(), 0);
+    drop(vm_wide);
+    assert_eq!(backend.commits(), 1);
+    assert_eq!(backend.table().len(), 21);
+    assert_eq!(backend.attaches(), 20);
+}
+
+#[test]
+fn batch_without_change_issues_nothing() {
+    let (backend, router) = setup();
+    let id = router.add_msi_route(msi(1), Some(irqfd())).unwrap();
+    let (c, a) = (backend.commits(), backend.attaches());
+
+    let BatchOutcome::Committed(report) = router.batch().commit().unwrap() else {
+        panic!("outermost batch deferred");
+    };
+    assert!(!report.committed);
+
+    // Same message again, and a route added then removed inside one batch.
+    let batch = router.batch();
+    router.update_msi_route(id, msi(1)).unwrap();
+    let temp = router.add_msi_route(msi(2), Some(irqfd())).unwrap();
+    router.remove_route(temp).unwrap();
+    // Changed and changed back.
+    router.update_msi_route(id, msi(3)).unwrap();
+    router.update_msi_route(id, msi(1)).unwrap();
+    drop(batch);
+
+    assert_eq!((backend.commits(), backend.attaches()), (c, a));
+    assert_eq!(backend.detaches(), 0);
+    assert_eq!(router.gsis_in_use(), 1);
+    committed(&router, id);
+}
+
+#[test]
+fn update_recommits_without_touching_the_irqfd() {
+    let (backend, router) = setup();
+    let fd = irqfd();
+    let id = router.add_msi_route(msi(1), Some(fd.clone())).unwrap();
+    let gsi = committed(&router, id);
+    router.update_msi_route(id, msi(7)).unwrap();
+    assert_eq!(backend.commits(), 2);
+    assert_eq!(backend.attaches(), 1);
+    assert_eq!(backend.table(), vec![RouteEntry { gsi, msi: msi(7) }]);
+    assert_eq!(router.route(id).unwrap().msi, msi(7));
+    assert_eq!(backend.attached_gsi(&fd), Some(gsi));
+}
+
+#[test]
+fn irqfd_failure_on_one_vector_spares_the_others() {
+    let (backend, router) = setup();
+    let fds: Vec<_> = (0..8).map(|_| irqfd()).collect();
+    // Vector 5 (the sixth attach) fails.
+    backend.fail_nth(MemoryOp::AttachIrqfd, 6, libc::ENOSPC);
+    let batch = router.batch();
+    let ids: Vec<_> = fds
+        .iter()
+        .zip(0u32..)
+        .map(|(fd, v)| router.add_msi_route(msi(v), Some(fd.clone())).unwrap())
+        .collect();
+    let BatchOutcome::Committed(report) = batch.commit().unwrap() else {
+        panic!("outermost batch deferred");
+    };
+    let failed = RouteState::Userspace(UserspaceReason::IrqfdAttach(libc::ENOSPC));
+    assert_eq!(router.route_state(ids[5]), Some(failed));
+    assert!(report.routes.contains(&(ids[5], failed)));
+    for (i, id) in ids.iter().enumerate().filter(|(i, _)| *i != 5) {
+        let gsi = committed(&router, *id);
+        assert_eq!(backend.attached_gsi(&fds[i]), Some(gsi));
+    }
+    assert_eq!(backend.attached_gsi(&fds[5]), None);
+    // Vector 5's GSI went back to the allocator.
+    assert_eq!(router.gsis_in_use(), 7);
+    assert_eq!(router.committed_table().len(), 7);
+    // A userspace route can be removed and added again.
+    router.remove_route(ids[5]).unwrap();
+    let again = router.add_msi_route(msi(5), Some(fds[5].clone())).unwrap();
+    committed(&router, again);
+    assert_eq!(router.gsis_in_use(), 8);
+}
+
+#[test]
+fn failed_commit_keeps_the_old_table_and_leaks_nothing() {
+    let (backend, router) = setup();
+    let kept_fd = irqfd();
+    let kept = router.add_msi_route(msi(0), Some(kept_fd.clone())).unwrap();
+    let updated_fd = irqfd();
+    let updated = router
+        .add_msi_route(msi(1), Some(updated_fd.clone()))
+        .unwrap();
+    let table_before = backend.table();
+    let stats_before = router.stats();
+
+    backend.fail_nth(MemoryOp::Commit, 1, libc::ENOMEM);
+    let batch = router.batch();
+    let added: Vec<_> = (10..14)
+        .map(|v| router.add_msi_route(msi(v), Some(irqfd())).unwrap())
+        .collect();
+    router.update_msi_route(updated, msi(42)).unwrap();
+    assert_eq!(router.gsis_in_use(), 6);
+    let err = batch.commit().unwrap_err();
+
+    let Error::Commit { undone, source } = err else {
+        panic!("unexpected error {err:?}");
+    };
+    assert_eq!(source.errno(), libc::ENOMEM);
+    assert_eq!(undone.len(), 5);
+    assert!(undone.contains(&updated));
+    // The backend's table is the one from before the batch.
+    assert_eq!(backend.table(), table_before);
+    // Staged routes fell back to userspace and hold nothing.
+    let failed = RouteState::Userspace(UserspaceReason::CommitFailed(libc::ENOMEM));
+    for id in added.iter().chain([&updated]) {
+        assert_eq!(router.route_state(*id), Some(failed));
+    }
+    assert_eq!(router.gsis_in_use(), 1);
+    assert_eq!(backend.attached_gsi(&updated_fd), None);
+    assert_eq!(backend.attaches(), stats_before.irqfd_attaches);
+    // The untouched route still holds its GSI and irqfd.
+    let gsi = committed(&router, kept);
+    assert_eq!(backend.attached_gsi(&kept_fd), Some(gsi));
+    assert_eq!(router.stats().failed_commits, 1);
+}
+
+#[test]
+fn unbatched_commit_failure_removes_the_new_route() {
+    let (backend, router) = setup();
+    backend.fail_nth(MemoryOp::Commit, 1, libc::EINVAL);
+    let fd = irqfd();
+    let err = router.add_msi_route(msi(0), Some(fd.clone())).unwrap_err();
+    assert!(matches!(err, Error::Commit { .. }));
+    assert_eq!(router.gsis_in_use(), 0);
+    assert!(router.snapshot().is_empty());
+    assert_eq!(backend.attaches(), 0);
+}
+
+#[test]
+fn route_limit_is_a_typed_error_and_keeps_existing_routes() {
+    let backend = MemoryBackend::with_msi_gsis(100..104);
+    let router = Router::new(backend.clone()).unwrap();
+    assert_eq!(router.route_limit(), 4);
+    let ids: Vec<_> = (0..4)
+        .map(|v| router.add_msi_route(msi(v), Some(irqfd())).unwrap())
+        .collect();
+    let commits = backend.commits();
+    let err = router.add_msi_route(msi(4), Some(irqfd())).unwrap_err();
+    assert!(matches!(err, Error::RouteLimit { limit: 4 }));
+    assert_eq!(backend.commits(), commits);
+    assert_eq!(backend.table().len(), 4);
+    let gsis: Vec<_> = ids.iter().map(|id| committed(&router, *id)).collect();
+    assert_eq!(gsis, vec![100, 101, 102, 103]);
+    // Freeing one makes room again.
+    router.remove_route(ids[2]).unwrap();
+    let again = router.add_msi_route(msi(9), None).unwrap();
+    assert_eq!(committed(&router, again), 102);
+}
+
+#[test]
+fn remove_detaches_then_frees_after_the_commit() {
+    let (backend, router) = setup();
+    let fd = irqfd();
+    let id = router.add_msi_route(msi(0), Some(fd.clone())).unwrap();
+    let gsi = committed(&router, id);
+
+    let batch = router.batch();
+    router.remove_route(id).unwrap();
+    // Staged: the GSI is still reserved and the irqfd still bound.
+    assert_eq!(router.gsis_in_use(), 1);
+    assert_eq!(backend.attached_gsi(&fd), Some(gsi));
+    assert!(matches!(
+        router.update_msi_route(id, msi(1)),
+        Err(Error::UnknownRoute(_))
+    ));
+    drop(batch);
+
+    assert_eq!(backend.detaches(), 1);
+    assert_eq!(backend.attached_gsi(&fd), None);
+    assert!(backend.table().is_empty());
+    assert_eq!(router.gsis_in_use(), 0);
+    assert_eq!(router.route_state(id), None);
+}
+
+#[test]
+fn failed_detach_keeps_the_gsi_reserved() {
+    let (backend, router) = setup();
+    let fd = irqfd();
+    let id = router.add_msi_route(msi(0), Some(fd)).unwrap();
+    backend.fail_nth(MemoryOp::DetachIrqfd, 1, libc::EBADF);
+    let err = router.remove_route(id).unwrap_err();
+    assert!(matches!(err, Error::IrqfdDetach { .. }));
+    assert_eq!(router.gsis_in_use(), 1);
+    assert_eq!(router.route_state(id), None);
+}
+
+#[test]
+fn snapshot_lags_the_batch_but_not_the_guards() {
+    let (_backend, router) = setup();
+    let old = router.add_msi_route(msi(0), None).unwrap();
+    let gsi = committed(&router, old);
+    let outer = router.batch();
+    let inner = router.batch();
+    router.update_msi_route(old, msi(5)).unwrap();
+    let new = router.add_msi_route(msi(1), None).unwrap();
+    // Until KVM has the new message, readers see the committed one.
+    assert_eq!(router.route(old).unwrap().msi, msi(0));
+    assert_eq!(router.route_state(new), Some(RouteState::Staged));
+    inner.commit().unwrap();
+    assert_eq!(router.route_state(old), Some(RouteState::Staged));
+    assert!(router.route(new).is_some());
+    drop(outer);
+    assert_eq!(router.route_state(old), Some(RouteState::Routed { gsi }));
+    assert_eq!(router.route(old).unwrap().msi, msi(5));
+}
+
+#[test]
+fn devid_is_kept_in_the_table() {
+    let (backend, router) = setup();
+    let m = msi(3).with_devid(0x0810);
+    router.add_msi_route(m, None).unwrap();
+    assert_eq!(backend.table()[0].msi.devid, Some(0x0810));
+}
