@@ -9,6 +9,9 @@
 //! * [`capability`]: walking and validating the standard and extended chains.
 //! * [`chain`]: hiding capabilities and inserting virtual ones.
 //! * [`bar`]: BAR definition, the sizing protocol and [`BarMove`] reports.
+//! * [`views`]: typed MSI, MSI-X, PCI Express, power management and vendor capabilities.
+//! * [`ConfigSpaceBuilder`]: a space from vendor/device IDs, BARs and capabilities.
+//! * [`lspci`]: reading and writing `lspci -xxxx` dump text.
 //! * [`regs`] and [`ids`]: register offsets, [`Command`]/[`Status`] bitflags, capability IDs.
 //!
 //! ```
@@ -29,15 +32,21 @@
 #![forbid(unsafe_code)]
 
 pub mod bar;
+mod builder;
 pub mod capability;
 pub mod chain;
 mod error;
 pub mod ids;
+pub mod lspci;
 pub mod regs;
 pub mod space;
+pub mod views;
 
 pub use bar::{Bar, BarKind, BarMove, ROM_INDEX};
+pub use builder::ConfigSpaceBuilder;
 pub use capability::{Capability, CapabilityKind};
 pub use error::{Error, Result};
+pub use lspci::{parse_dump, DumpEntry};
 pub use regs::{Command, Status};
 pub use space::{ConfigSpace, ForwardWrite, WriteEffects};
+pub use views::{MsiCap, MsixCap, PcieCap, PmCap, VendorCap};
