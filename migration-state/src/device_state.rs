@@ -5,6 +5,8 @@
 //! These are plain data types; [`crate::format`] turns them into bytes and back, and checks
 //! every invariant documented here with [`DeviceState::validate`] on both sides.
 
+use pci_config::ConfigSpace;
+
 use crate::{Error, Result};
 
 /// Size of a conventional PCI configuration space.
@@ -43,6 +45,37 @@ impl ConfigState {
             write_mask: vec![0; CONFIG_SPACE_SIZE],
             write1c_mask: vec![0; CONFIG_SPACE_SIZE],
         }
+    }
+
+    /// Snapshots the emulated bytes and the masks of `space`. The physical bytes are not
+    /// saved: the destination reads them from its own device.
+    pub fn capture(space: &ConfigSpace) -> Self {
+        Self {
+            bytes: space.emulated().to_vec(),
+            emulated_mask: space.emulated_mask().to_vec(),
+            write_mask: space.write_mask().to_vec(),
+            write1c_mask: space.w1c_mask().to_vec(),
+        }
+    }
+
+    /// Restores this snapshot into `space`, which must have the same size. All or nothing: on
+    /// error `space` is unchanged.
+    pub fn restore_into(&self, space: &mut ConfigSpace) -> Result<()> {
+        self.validate()?;
+        if space.size() != self.bytes.len() {
+            return Err(Error::InvalidField {
+                field: "config.size",
+                value: self.bytes.len() as u64,
+            });
+        }
+        let mut staged = space.clone();
+        staged
+            .restore_emulated(&self.bytes, &self.emulated_mask)
+            .and_then(|()| staged.set_write_mask(0, &self.write_mask))
+            .and_then(|()| staged.set_w1c_mask(0, &self.write1c_mask))
+            .map_err(Error::ConfigRestore)?;
+        *space = staged;
+        Ok(())
     }
 
     fn validate(&self) -> Result<()> {
@@ -398,7 +431,7 @@ impl DeviceState {
             });
         }
         if let Some(notice) = &self.notice {
-            let end = usize::from(notice.capability_offset) + 20;
+            let end = usize::from(notice.capability_offset) + crate::notice::CAPABILITY_LEN;
             if notice.capability_offset < 0x40 || end > CONFIG_SPACE_SIZE {
                 return Err(Error::InvalidField {
                     field: "notice.capability_offset",
@@ -407,5 +440,53 @@ impl DeviceState {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_capture_restore_round_trips_through_pci_config() {
+        let mut src = ConfigSpace::new_conventional();
+        src.set_emulated_bytes(0x40, &[0x11, 0x22, 0x33]).unwrap();
+        src.set_write_mask(0x41, &[0xf0]).unwrap();
+        src.set_w1c_mask(0x06, &[0x80]).unwrap();
+        let snap = ConfigState::capture(&src);
+        let mut dst = ConfigSpace::new_conventional();
+        snap.restore_into(&mut dst).unwrap();
+        assert_eq!(dst.emulated(), src.emulated());
+        assert_eq!(dst.emulated_mask(), src.emulated_mask());
+        assert_eq!(dst.write_mask(), src.write_mask());
+        assert_eq!(dst.w1c_mask(), src.w1c_mask());
+        assert_eq!(dst.read_u8(0x42).unwrap(), 0x33);
+    }
+
+    #[test]
+    fn config_restore_of_wrong_size_leaves_space_untouched() {
+        let mut snap = ConfigState::zeroed();
+        snap.bytes.fill(0xaa);
+        snap.emulated_mask.fill(0xff);
+        let mut ext = ConfigState {
+            bytes: vec![0xaa; EXTENDED_CONFIG_SPACE_SIZE],
+            emulated_mask: vec![0xff; EXTENDED_CONFIG_SPACE_SIZE],
+            write_mask: vec![0; EXTENDED_CONFIG_SPACE_SIZE],
+            write1c_mask: vec![0; EXTENDED_CONFIG_SPACE_SIZE],
+        };
+        let mut space = ConfigSpace::new_conventional();
+        let before = space.clone();
+        assert!(matches!(
+            ext.restore_into(&mut space),
+            Err(Error::InvalidField {
+                field: "config.size",
+                ..
+            })
+        ));
+        ext.write_mask.pop();
+        assert!(ext.restore_into(&mut space).is_err());
+        assert_eq!(space, before);
+        snap.restore_into(&mut space).unwrap();
+        assert_eq!(space.read_u8(0).unwrap(), 0xaa);
     }
 }

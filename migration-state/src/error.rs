@@ -116,6 +116,12 @@ pub enum Error {
         /// The requested version.
         version: u16,
     },
+    /// Restoring a configuration-space snapshot into a `pci-config` space failed.
+    #[error("restoring the configuration space")]
+    ConfigRestore(#[source] pci_config::Error),
+    /// Inserting or updating the notice capability in the configuration space failed.
+    #[error("migration notice capability")]
+    NoticeCapability(#[source] pci_config::Error),
     /// A device state is too large to encode (a length does not fit its field).
     #[error("device-state {field} is too large to encode ({len} bytes or entries)")]
     TooLarge {

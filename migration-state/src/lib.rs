@@ -7,6 +7,8 @@
 //!   the kernel's table ([`next_step`], [`path`]).
 //! - [`device_state`] and [`format`]: what a VMM saves for a passthrough function, and a
 //!   checksummed, versioned binary encoding whose decoder never panics.
+//! - [`notice`]: an opt-in vendor capability through which a cooperating guest driver learns
+//!   of a migration; the VMM never waits on it past a deadline on its own clock.
 //!
 //! ```
 //! use migration_state::{path, DeviceState, MigrationFlags, State};
@@ -28,6 +30,7 @@ pub mod device_state;
 mod error;
 pub mod format;
 pub mod fsm;
+pub mod notice;
 
 pub use device_state::{
     BarKind, BarState, ConfigState, DeviceState, InterruptMode, MsiState, MsixEntry, MsixState,
@@ -36,3 +39,4 @@ pub use device_state::{
 pub use error::{Error, Result};
 pub use format::FormatVersion;
 pub use fsm::{next_step, path, MigrationFlags, State};
+pub use notice::{GuestNotice, NoticeInterrupt, NoticeStatus, ProceedReason};
