@@ -41,6 +41,7 @@ pub struct KvmBackend {
     irqchip_routes: Vec<kvm_irq_routing_entry>,
     msi_gsis: Range<u32>,
     max_routes: u32,
+    msi_devid: bool,
 }
 
 impl KvmBackend {
@@ -80,6 +81,7 @@ impl KvmBackend {
             });
         }
         Ok(Self {
+            msi_devid: vm.check_extension(Cap::MsiDevid),
             vm,
             irqchip_routes,
             msi_gsis: first_gsi..end,
@@ -90,6 +92,13 @@ impl KvmBackend {
     /// KVM's limit on routing table entries (`KVM_CAP_IRQ_ROUTING`).
     pub fn max_kvm_routes(&self) -> u32 {
         self.max_routes
+    }
+
+    /// Whether KVM takes MSI device IDs (`KVM_CAP_MSI_DEVID`, arm64 with an
+    /// ITS). Without it, [`MsiMessage::devid`](crate::MsiMessage::devid) is
+    /// left out of the table, as KVM does not need it.
+    pub fn msi_devid_supported(&self) -> bool {
+        self.msi_devid
     }
 
     /// How many entries of every committed table are irqchip routes.
@@ -132,11 +141,12 @@ fn default_irqchip_routes() -> Vec<kvm_irq_routing_entry> {
     routes
 }
 
-fn msi_entry(route: &RouteEntry) -> kvm_irq_routing_entry {
+fn msi_entry(route: &RouteEntry, with_devid: bool) -> kvm_irq_routing_entry {
+    let devid = route.msi.devid.filter(|_| with_devid);
     let mut entry = kvm_irq_routing_entry {
         gsi: route.gsi,
         type_: KVM_IRQ_ROUTING_MSI,
-        flags: if route.msi.devid.is_some() {
+        flags: if devid.is_some() {
             KVM_MSI_VALID_DEVID
         } else {
             0
@@ -148,7 +158,7 @@ fn msi_entry(route: &RouteEntry) -> kvm_irq_routing_entry {
         address_hi: (route.msi.address >> 32) as u32,
         data: route.msi.data,
         __bindgen_anon_1: kvm_irq_routing_msi__bindgen_ty_1 {
-            devid: route.msi.devid.unwrap_or(0),
+            devid: devid.unwrap_or(0),
         },
     };
     entry
@@ -166,7 +176,7 @@ impl RoutingBackend for KvmBackend {
         let (chip, msi) = slots.split_at_mut(self.irqchip_routes.len());
         chip.copy_from_slice(&self.irqchip_routes);
         for (slot, route) in msi.iter_mut().zip(routes) {
-            *slot = msi_entry(route);
+            *slot = msi_entry(route, self.msi_devid);
         }
         self.vm.set_gsi_routing(&table)
     }
