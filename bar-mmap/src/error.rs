@@ -20,6 +20,9 @@ pub enum Error {
         /// BAR size in bytes.
         size: u64,
     },
+    /// The plan has no BAR with this index.
+    #[error("the device has no BAR {0}")]
+    UnknownBar(u8),
     /// The same BAR index was described twice.
     #[error("BAR {0} is described more than once")]
     DuplicateBar(u8),

@@ -27,7 +27,7 @@ use std::ops::Range;
 use vm_allocator::RangeInclusive;
 
 use crate::resources::{lock, SharedResourceSpace};
-use crate::{Error, PageSize, Result};
+use crate::{Error, MsixLocation, PageSize, RegionMmapCaps, Result, SparseLayout};
 
 /// The address space a BAR decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +39,10 @@ pub enum BarKind {
 }
 
 /// What the host knows about one BAR of the device: the input to the probe.
+///
+/// The plan trusts what the host PCI core guarantees: assigned BARs overlap neither each other
+/// nor any other resource. What it checks is the part of a BAR's last page that the BAR does
+/// not cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BarInfo {
     /// BAR index (0..=5 for standard BARs).
@@ -209,6 +213,26 @@ impl HostMmapPlan {
     /// The BAR descriptions the plan was probed from, by index.
     pub fn bars(&self) -> impl Iterator<Item = &BarInfo> + '_ {
         self.bars.values().map(|(b, _)| b)
+    }
+
+    /// Splits BAR `index` into mapped and trapped areas, given what its VFIO region info
+    /// reported and where the device's MSI-X table and PBA are. A BAR the plan does not allow
+    /// mmapping comes back trapped in full.
+    pub fn sparse_layout(
+        &self,
+        index: u8,
+        caps: &RegionMmapCaps,
+        msix: Option<&MsixLocation>,
+    ) -> Result<SparseLayout> {
+        let (bar, decision) = self.bars.get(&index).ok_or(Error::UnknownBar(index))?;
+        let must_trap = msix.map(|m| m.trapped_in(index)).unwrap_or_default();
+        SparseLayout::compute(
+            bar.size,
+            self.page_size,
+            decision.is_mappable(),
+            caps,
+            &must_trap,
+        )
     }
 
     /// The dummy ranges this plan currently holds in the resource space.
