@@ -151,7 +151,7 @@ impl ConfigSpace {
         }
         let reg = self.bar_register(index)?;
         let slots = if kind == BarKind::Mem64 {
-            if index == ROM_INDEX || self.bar_register(index + 1).is_err() {
+            if index + 1 >= ROM_INDEX || self.bar_register(index + 1).is_err() {
                 return Err(invalid("a 64-bit BAR needs the next register"));
             }
             2
@@ -277,5 +277,103 @@ impl ConfigSpace {
             self.bar_register(b.index)
                 .is_ok_and(|reg| overlaps(reg, len))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem_enable() -> [u8; 2] {
+        Command::MEMORY_SPACE.bits().to_le_bytes()
+    }
+
+    #[test]
+    fn sizing_protocol_for_each_kind() {
+        let mut cs = ConfigSpace::new_conventional();
+        cs.define_bar(0, BarKind::Mem32, 0x1000, true).unwrap();
+        cs.define_bar(1, BarKind::Io, 0x20, false).unwrap();
+        cs.define_bar(2, BarKind::Mem64, 1 << 33, false).unwrap();
+        cs.define_bar(ROM_INDEX, BarKind::Rom, 0x8000, false)
+            .unwrap();
+        for reg in [0x10, 0x14, 0x18, 0x1c, 0x30] {
+            cs.write(reg, &[0xff; 4]).unwrap();
+        }
+        assert_eq!(cs.read_u32(0x10).unwrap(), 0xffff_f008);
+        assert_eq!(cs.read_u32(0x14).unwrap(), 0xffff_ffe1);
+        assert_eq!(cs.read_u32(0x18).unwrap(), 0x0000_0004);
+        assert_eq!(cs.read_u32(0x1c).unwrap(), 0xffff_fffe);
+        assert_eq!(cs.read_u32(0x30).unwrap(), 0xffff_8001);
+        assert_eq!(cs.bars().len(), 4);
+        assert_eq!(cs.bar(3), None);
+    }
+
+    #[test]
+    fn bar_moves_are_reported() {
+        let mut cs = ConfigSpace::new_conventional();
+        cs.define_bar(0, BarKind::Mem64, 0x4000, false).unwrap();
+        cs.write(0x10, &0xc000_0000u32.to_le_bytes()).unwrap();
+        cs.write(0x14, &0x1u32.to_le_bytes()).unwrap();
+        let fx = cs.write(0x04, &mem_enable()).unwrap();
+        assert_eq!(
+            fx.bar_moves,
+            vec![BarMove {
+                index: 0,
+                old: None,
+                new: Some(0x1_c000_0000)
+            }]
+        );
+        assert_eq!(fx.command, Some((Command::empty(), Command::MEMORY_SPACE)));
+        let fx = cs.write(0x14, &0x2u32.to_le_bytes()).unwrap();
+        assert_eq!(
+            fx.bar_moves,
+            vec![BarMove {
+                index: 0,
+                old: Some(0x1_c000_0000),
+                new: Some(0x2_c000_0000)
+            }]
+        );
+        // Sizing while decoding is on: the BAR is reported unmapped, not moved to the mask.
+        let fx = cs.write(0x10, &[0xff; 4]).unwrap();
+        assert_eq!(fx.bar_moves[0].new, None);
+        // A write elsewhere reports nothing.
+        assert!(cs.write(0x3c, &[5]).unwrap().bar_moves.is_empty());
+    }
+
+    #[test]
+    fn rom_needs_its_enable_bit() {
+        let mut cs = ConfigSpace::new_conventional();
+        cs.define_bar(ROM_INDEX, BarKind::Rom, 0x800, false)
+            .unwrap();
+        cs.write(0x04, &mem_enable()).unwrap();
+        let fx = cs.write(0x30, &0xd000_0000u32.to_le_bytes()).unwrap();
+        assert!(fx.bar_moves.is_empty());
+        let fx = cs.write(0x30, &0xd000_0001u32.to_le_bytes()).unwrap();
+        assert_eq!(fx.bar_moves[0].new, Some(0xd000_0000));
+        assert_eq!(fx.bar_moves[0].index, ROM_INDEX);
+    }
+
+    #[test]
+    fn invalid_definitions_are_rejected() {
+        let mut cs = ConfigSpace::new_conventional();
+        let bad = |r: Result<()>| matches!(r, Err(Error::InvalidBar { .. }));
+        assert!(bad(cs.define_bar(0, BarKind::Mem32, 0x1800, false)));
+        assert!(bad(cs.define_bar(5, BarKind::Mem64, 0x1000, false)));
+        assert!(bad(cs.define_bar(0, BarKind::Io, 0x1000, false)));
+        assert!(bad(cs.define_bar(6, BarKind::Mem32, 0x1000, false)));
+        assert!(bad(cs.define_bar(0, BarKind::Rom, 0x1000, false)));
+        cs.define_bar(0, BarKind::Mem64, 0x1000, false).unwrap();
+        assert!(bad(cs.define_bar(1, BarKind::Mem32, 0x1000, false)));
+        cs.set_physical(crate::regs::HEADER_TYPE, &[1]).unwrap();
+        assert!(bad(cs.define_bar(2, BarKind::Mem32, 0x1000, false)));
+    }
+
+    #[test]
+    fn dump_address_is_kept() {
+        let mut cs = ConfigSpace::new_conventional();
+        cs.set_physical(0x10, &0xfebf_100cu32.to_le_bytes())
+            .unwrap();
+        cs.define_bar(0, BarKind::Mem32, 0x1000, true).unwrap();
+        assert_eq!(cs.bar(0).map(|b| b.address), Some(0xfebf_1000));
     }
 }

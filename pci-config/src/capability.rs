@@ -274,3 +274,151 @@ impl ConfigSpace {
         self.find_capability(CapabilityKind::Extended, id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4 KiB space with the capability-list bit set and `links` as (offset, id, next).
+    fn with_chain(first: u8, links: &[(usize, u8, u8)]) -> ConfigSpace {
+        let mut cs = ConfigSpace::new_extended();
+        cs.set_physical(regs::STATUS, &[0x10, 0]).unwrap();
+        cs.set_physical(regs::CAPABILITY_POINTER, &[first]).unwrap();
+        for &(off, id, next) in links {
+            cs.set_physical(off, &[id, next]).unwrap();
+        }
+        cs
+    }
+
+    #[test]
+    fn malformed_standard_chains_get_typed_errors() {
+        let kind = CapabilityKind::Standard;
+        let cases = [
+            (
+                with_chain(0x40, &[(0x40, 0x13, 0x50), (0x50, 0x13, 0x40)]),
+                Error::CapabilityLoop { kind, offset: 0x40 },
+            ),
+            (
+                with_chain(0x40, &[(0x40, 0x13, 0x20)]),
+                Error::PointerIntoHeader {
+                    kind,
+                    from: 0x41,
+                    to: 0x20,
+                },
+            ),
+            (
+                with_chain(0x41, &[]),
+                Error::MisalignedPointer {
+                    kind,
+                    from: 0x34,
+                    to: 0x41,
+                },
+            ),
+            (
+                with_chain(0xf8, &[(0xf8, ids::CAP_MSIX, 0)]),
+                Error::PointerPastEnd {
+                    kind,
+                    from: 0x34,
+                    to: 0xf8,
+                },
+            ),
+            (
+                with_chain(0x40, &[(0x40, ids::CAP_MSIX, 0x48), (0x48, 0x13, 0)]),
+                Error::CapabilityOverlap {
+                    kind,
+                    first: 0x40,
+                    second: 0x48,
+                },
+            ),
+        ];
+        for (cs, expected) in cases {
+            assert_eq!(cs.walk_standard(), Err(expected.clone()));
+            assert_eq!(cs.capabilities(), Err(expected));
+        }
+    }
+
+    #[test]
+    fn capability_list_bit_gates_the_standard_walk() {
+        let mut cs = with_chain(0x40, &[(0x40, 0x13, 0)]);
+        assert_eq!(cs.walk_standard().unwrap().len(), 1);
+        cs.set_physical(regs::STATUS, &[0, 0]).unwrap();
+        assert!(cs.walk_standard().unwrap().is_empty());
+    }
+
+    #[test]
+    fn malformed_extended_chains_get_typed_errors() {
+        let kind = CapabilityKind::Extended;
+        let header = |id: u32, next: u32| (id | (1 << 16) | (next << 20)).to_le_bytes();
+        let mut cs = ConfigSpace::new_extended();
+        cs.set_physical(0x100, &header(1, 0x200)).unwrap();
+        cs.set_physical(0x200, &header(2, 0x100)).unwrap();
+        assert_eq!(
+            cs.walk_extended(),
+            Err(Error::CapabilityLoop {
+                kind,
+                offset: 0x100
+            })
+        );
+        cs.set_physical(0x200, &header(2, 0x80)).unwrap();
+        assert_eq!(
+            cs.walk_extended(),
+            Err(Error::PointerIntoHeader {
+                kind,
+                from: 0x202,
+                to: 0x80
+            })
+        );
+        cs.set_physical(0x200, &header(2, 0x302)).unwrap();
+        assert_eq!(
+            cs.walk_extended(),
+            Err(Error::MisalignedPointer {
+                kind,
+                from: 0x202,
+                to: 0x302
+            })
+        );
+        cs.set_physical(0x200, &header(u32::from(ids::EXT_DSN), 0x204))
+            .unwrap();
+        cs.set_physical(0x204, &header(1, 0)).unwrap();
+        assert_eq!(
+            cs.walk_extended(),
+            Err(Error::CapabilityOverlap {
+                kind,
+                first: 0x200,
+                second: 0x204
+            })
+        );
+        cs.set_physical(0x200, &header(2, 0xffc)).unwrap();
+        cs.set_physical(0xffc, &header(u32::from(ids::EXT_DSN), 0))
+            .unwrap();
+        assert_eq!(
+            cs.walk_extended(),
+            Err(Error::PointerPastEnd {
+                kind,
+                from: 0x202,
+                to: 0xffc
+            })
+        );
+        // An all-ones header ends the chain (device gone), as in lspci.
+        cs.set_physical(0x100, &[0xff; 4]).unwrap();
+        assert!(cs.walk_extended().unwrap().is_empty());
+    }
+
+    #[test]
+    fn display_formats_offsets_and_ids() {
+        let cs = with_chain(0x40, &[(0x40, ids::CAP_VENDOR, 0)]);
+        let cap = cs.find_standard(ids::CAP_VENDOR).unwrap();
+        assert_eq!(cap.to_string(), "[40] 09 Vendor Specific");
+        let mut cs = ConfigSpace::new_extended();
+        cs.set_physical(0x100, &[0x0e, 0x00, 0x01, 0x00]).unwrap();
+        let cap = cs.find_extended(ids::EXT_ARI).unwrap();
+        assert_eq!(
+            cap.to_string(),
+            "[100] 000e Alternative Routing-ID Interpretation"
+        );
+        assert!(matches!(
+            cs.find_extended(ids::EXT_AER),
+            Err(Error::CapabilityNotFound { id: 1, .. })
+        ));
+    }
+}

@@ -204,3 +204,139 @@ impl ConfigSpace {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::{MsixCap, PcieCap, PciePortType, PmCap, VendorCap};
+    use crate::ConfigSpaceBuilder;
+
+    fn sample() -> ConfigSpace {
+        ConfigSpaceBuilder::new(0x8086, 0x1234)
+            .capability(PmCap::build())
+            .capability(PcieCap::build(PciePortType::Endpoint))
+            .capability(MsixCap::build(8, 0, 0, 0, 0x800).unwrap())
+            .extended_capability(vec![0x01, 0x00, 0x02, 0x00])
+            .extended_capability(vec![0x0e, 0x00, 0x01, 0x00])
+            .extended_capability(vec![0x10, 0x00, 0x01, 0x00])
+            .build()
+            .unwrap()
+    }
+
+    fn offsets(caps: &[Capability]) -> Vec<(u16, u16)> {
+        caps.iter().map(|c| (c.offset, c.id)).collect()
+    }
+
+    #[test]
+    fn hide_standard_first_middle_last() {
+        let mut cs = sample();
+        let before = cs.physical().to_vec();
+        let caps = cs.walk_standard().unwrap();
+        assert_eq!(offsets(&caps), vec![(0x40, 1), (0x48, 0x10), (0x84, 0x11)]);
+        cs.hide(&caps[1]).unwrap();
+        assert_eq!(
+            offsets(&cs.walk_standard().unwrap()),
+            vec![(0x40, 1), (0x84, 0x11)]
+        );
+        cs.hide(&caps[0]).unwrap();
+        cs.hide(&caps[2]).unwrap();
+        assert!(cs.walk_standard().unwrap().is_empty());
+        assert!(!cs.status().contains(Status::CAPABILITY_LIST));
+        assert_eq!(
+            cs.physical(),
+            &before[..],
+            "hiding never touches physical bytes"
+        );
+        assert!(matches!(cs.hide(&caps[0]), Err(Error::NotInChain { .. })));
+    }
+
+    #[test]
+    fn hide_extended_head_becomes_null() {
+        let mut cs = sample();
+        assert_eq!(cs.hide_all(CapabilityKind::Extended, 0x01).unwrap(), 1);
+        let ext = cs.walk_extended().unwrap();
+        assert_eq!(
+            offsets(&ext),
+            vec![(0x100, 0), (0x104, 0x0e), (0x108, 0x10)]
+        );
+        assert_eq!(cs.hide_all(CapabilityKind::Extended, 0x10).unwrap(), 1);
+        assert_eq!(
+            offsets(&cs.walk_extended().unwrap()),
+            vec![(0x100, 0), (0x104, 0x0e)]
+        );
+        // A Null head without a next pointer is an all-zero header: the chain is empty.
+        cs.hide_all(CapabilityKind::Extended, 0x0e).unwrap();
+        assert!(cs.walk_extended().unwrap().is_empty());
+    }
+
+    #[test]
+    fn hide_only_extended_empties_chain() {
+        let mut cs = ConfigSpaceBuilder::new(1, 2)
+            .extended_capability(vec![0x0b, 0, 1, 0, 0, 0, 0x80, 0])
+            .build()
+            .unwrap();
+        assert_eq!(cs.hide_all(CapabilityKind::Extended, 0x0b).unwrap(), 1);
+        assert!(cs.walk_extended().unwrap().is_empty());
+    }
+
+    #[test]
+    fn insert_into_gaps_and_empty_chains() {
+        let mut cs = ConfigSpace::new_extended();
+        let v = VendorCap::build(&[1, 2, 3, 4, 5]).unwrap();
+        assert_eq!(
+            cs.insert_capability(CapabilityKind::Standard, &v).unwrap(),
+            0x40
+        );
+        assert_eq!(
+            cs.insert_capability(CapabilityKind::Standard, &v).unwrap(),
+            0x48
+        );
+        let e = [0x0b, 0, 1, 0, 0, 0, 0x80, 0];
+        assert_eq!(
+            cs.insert_capability(CapabilityKind::Extended, &e).unwrap(),
+            0x100
+        );
+        assert_eq!(
+            cs.insert_capability(CapabilityKind::Extended, &e).unwrap(),
+            0x108
+        );
+        let caps = cs.capabilities().unwrap();
+        assert_eq!(
+            offsets(&caps),
+            vec![(0x40, 9), (0x48, 9), (0x100, 0x0b), (0x108, 0x0b)]
+        );
+        assert!(
+            cs.physical().iter().all(|&b| b == 0),
+            "insertion is emulated only"
+        );
+        // The inserted bytes are read-only to the guest.
+        cs.write(0x43, &[0xee]).unwrap();
+        assert_eq!(cs.read_u8(0x43).unwrap(), 1);
+    }
+
+    #[test]
+    fn insert_reports_no_room() {
+        let mut cs = ConfigSpace::new_conventional();
+        let big = vec![0x09, 0, 0xbc];
+        let mut big = big;
+        big.resize(0xbc, 0);
+        assert_eq!(
+            cs.insert_capability(CapabilityKind::Standard, &big)
+                .unwrap(),
+            0x40
+        );
+        let before = cs.clone();
+        assert_eq!(
+            cs.insert_capability(CapabilityKind::Standard, &[0x09, 0, 8, 0, 0, 0, 0, 0]),
+            Err(Error::NoRoom {
+                kind: CapabilityKind::Standard,
+                len: 8
+            })
+        );
+        assert_eq!(cs, before);
+        assert_eq!(
+            cs.insert_capability(CapabilityKind::Extended, &[1, 0, 1, 0]),
+            Err(Error::NotExtended)
+        );
+    }
+}

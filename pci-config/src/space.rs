@@ -396,3 +396,83 @@ impl ConfigSpace {
         Status::from_bits_truncate(self.read_u16(regs::STATUS).unwrap_or(0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_composes_emulated_over_physical() {
+        let mut cs = ConfigSpace::new_conventional();
+        cs.set_physical(0x40, &[0xaa, 0x55]).unwrap();
+        cs.set_emulated(0x40, &[0x0f, 0xff], &[0x0f, 0x00]).unwrap();
+        assert_eq!(cs.read_u16(0x40).unwrap(), 0x55af);
+        cs.clear_emulated(0x40, &[0xff, 0xff]).unwrap();
+        assert_eq!(cs.read_u16(0x40).unwrap(), 0x55aa);
+    }
+
+    #[test]
+    fn write_respects_write_and_w1c_masks() {
+        let mut cs = ConfigSpace::new_conventional();
+        cs.set_physical(0x06, &[0x10, 0xf9]).unwrap(); // cap list + all error bits
+                                                       // Status: write 1 to bit 15 only; bit 4 is read-only.
+        let fx = cs.write(0x06, &[0xff, 0x80]).unwrap();
+        assert_eq!(cs.read_u16(0x06).unwrap(), 0x7910 & !0x00);
+        assert_eq!(fx.forward.map(|f| f.data), Some(vec![0xff, 0x80]));
+        // Command: only the default writable bits stick.
+        cs.write(0x04, &[0xff, 0xff]).unwrap();
+        assert_eq!(cs.command(), Command::DEFAULT_WRITABLE);
+    }
+
+    #[test]
+    fn emulated_writable_bits_stay_in_the_emulated_copy() {
+        let mut cs = ConfigSpace::new_conventional();
+        cs.set_physical(0x50, &[0x11]).unwrap();
+        cs.set_emulated(0x50, &[0x00], &[0xf0]).unwrap();
+        cs.set_write_mask(0x50, &[0xff]).unwrap();
+        let fx = cs.write(0x50, &[0xab]).unwrap();
+        assert_eq!(cs.read_u8(0x50).unwrap(), 0xab);
+        assert_eq!(cs.physical()[0x50], 0x1b);
+        assert_eq!(cs.emulated()[0x50] & 0xf0, 0xa0);
+        // Forwarded: guest data on the low nibble, emulated view on the high one.
+        assert_eq!(fx.forward.map(|f| f.data), Some(vec![0xab]));
+    }
+
+    #[test]
+    fn fully_emulated_write_forwards_nothing() {
+        let mut cs = ConfigSpace::new_conventional();
+        cs.set_emulated_bytes(0x60, &[0; 4]).unwrap();
+        assert_eq!(cs.write(0x60, &[1, 2, 3, 4]).unwrap().forward, None);
+    }
+
+    #[test]
+    fn out_of_range_is_an_error_and_changes_nothing() {
+        let mut cs = ConfigSpace::new_conventional();
+        let before = cs.clone();
+        assert!(matches!(
+            cs.write(0xfe, &[0; 4]),
+            Err(Error::OutOfRange {
+                offset: 0xfe,
+                len: 4,
+                size: 256
+            })
+        ));
+        assert!(cs.read_u32(usize::MAX).is_err());
+        assert_eq!(cs, before);
+        assert_eq!(
+            ConfigSpace::from_bytes(&[0; 100]),
+            Err(Error::BadSpaceSize(100))
+        );
+    }
+
+    #[test]
+    fn restore_emulated_round_trips() {
+        let mut cs = ConfigSpace::new_extended();
+        cs.set_emulated_bytes(0x200, &[9, 8, 7]).unwrap();
+        let (values, mask) = (cs.emulated().to_vec(), cs.emulated_mask().to_vec());
+        let mut other = ConfigSpace::new_extended();
+        other.restore_emulated(&values, &mask).unwrap();
+        assert_eq!(other.read_u32(0x200).unwrap(), 0x0007_0809);
+        assert!(other.restore_emulated(&values[..10], &mask).is_err());
+    }
+}

@@ -520,3 +520,75 @@ impl ConfigSpace {
         Ok(cap)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConfigSpaceBuilder;
+
+    #[test]
+    fn built_capabilities_parse_back() {
+        let cs = ConfigSpaceBuilder::new(1, 2)
+            .capability(MsiCap::build(3, true, true))
+            .capability(MsixCap::build(65, 2, 0x1000, 4, 0x2008).unwrap())
+            .capability(PcieCap::build(PciePortType::RootPort))
+            .capability(PmCap::build())
+            .capability(VendorCap::build(&[0xde, 0xad]).unwrap())
+            .build()
+            .unwrap();
+        let caps = cs.walk_standard().unwrap();
+        assert_eq!(caps.len(), 5);
+        let msi = cs.msi().unwrap().unwrap();
+        assert!(msi.is_64bit() && msi.per_vector_masking() && !msi.enabled());
+        assert_eq!((msi.vectors_capable(), msi.len()), (8, 24));
+        assert_eq!(msi.mask_offset(), Some(msi.offset + 16));
+        let msix = cs.msix().unwrap().unwrap();
+        assert_eq!(msix.table_size(), 65);
+        assert_eq!((msix.table_bir, msix.table_offset), (2, 0x1000));
+        assert_eq!((msix.pba_bir, msix.pba_offset), (4, 0x2008));
+        let pcie = cs.pcie().unwrap().unwrap();
+        assert_eq!((pcie.version, pcie.port_type), (2, PciePortType::RootPort));
+        let pm = PmCap::parse(&cs, caps[3].offset).unwrap();
+        assert_eq!(
+            (pm.version, pm.power_state, pm.no_soft_reset),
+            (3, PowerState::D0, true)
+        );
+        let v = VendorCap::parse(&cs, caps[4].offset).unwrap();
+        assert_eq!((v.len, v.data), (5, vec![0xde, 0xad]));
+        assert!(MsixCap::parse(&cs, caps[0].offset).is_err());
+    }
+
+    #[test]
+    fn emulated_msix_takes_only_enable_and_mask() {
+        let mut cs = ConfigSpaceBuilder::new(1, 2)
+            .capability(MsixCap::build(4, 0, 0, 0, 0x800).unwrap())
+            .build()
+            .unwrap();
+        let off = cs.msix().unwrap().unwrap().offset;
+        cs.emulate_msix(off).unwrap();
+        let fx = cs.write(usize::from(off) + 2, &[0xff, 0xff]).unwrap();
+        assert_eq!(fx.forward, None);
+        assert_eq!(fx.capabilities.len(), 1);
+        let m = cs.msix().unwrap().unwrap();
+        assert!(m.enabled() && m.function_masked());
+        assert_eq!(m.table_size(), 4);
+        // The physical control register never saw the write.
+        assert_eq!(cs.physical()[usize::from(off) + 3], 0);
+    }
+
+    #[test]
+    fn emulated_msi_accepts_address_and_data() {
+        let mut cs = ConfigSpaceBuilder::new(1, 2)
+            .capability(MsiCap::build(0, false, false))
+            .build()
+            .unwrap();
+        let off = usize::from(cs.msi().unwrap().unwrap().offset);
+        cs.emulate_msi(off as u16).unwrap();
+        cs.write(off + 4, &0xfee0_0003u32.to_le_bytes()).unwrap();
+        cs.write(off + 8, &0x4041u16.to_le_bytes()).unwrap();
+        cs.write(off + 2, &[0xff, 0xff]).unwrap();
+        let msi = cs.msi().unwrap().unwrap();
+        assert_eq!((msi.address, msi.data), (0xfee0_0000, 0x4041));
+        assert!(msi.enabled() && !msi.is_64bit());
+    }
+}
