@@ -2,6 +2,60 @@
 
 //! The VFIO device boundary of the workspace.
 //!
-//! This crate will hold a narrow trait for a VFIO device (region and irq info, region access,
-//! `VFIO_DEVICE_SET_IRQS`, reset, migration v2), a kernel backend over vfio-ioctls, and a
-//! simulated vfio-pci device that follows Linux's semantics for tests and benchmarks.
+//! * [`VfioDevice`] and [`VfioMigration`] ([`device`]): the narrow trait the rest of the
+//!   workspace programs against: info, region access that reports errors, one
+//!   `VFIO_DEVICE_SET_IRQS` with its full semantics, reset, migration v2.
+//! * [`IrqSet`] ([`irq_set`]): a typed SET_IRQS request, the kernel's argument checks and the
+//!   `struct vfio_irq_set` bytes.
+//! * [`MsixTriggers`] ([`msix`]): enable every MSI-X vector with one call, and a per-vector
+//!   trigger cache so an unchanged fd costs no ioctl.
+//! * `KernelDevice` (feature `kernel`, default): the Linux backend over vfio-ioctls.
+//! * `sim::SimDevice` (feature `sim`): a simulated vfio-pci device with Linux's semantics,
+//!   counters and fault injection, for tests and benchmarks.
+//!
+//! ```
+//! # #[cfg(feature = "sim")]
+//! # {
+//! use std::sync::Arc;
+//! use vfio_core::sim::{MsixPlacement, SimDevice};
+//! use vfio_core::{MsixTriggers, VfioDevice};
+//! use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+//! use std::os::fd::AsRawFd;
+//!
+//! let sim = Arc::new(
+//!     SimDevice::builder(0x1af4, 0x1041)
+//!         .bar(1, pci_config::BarKind::Mem32, 0x4000, false)
+//!         .msix(MsixPlacement::in_bar(4, 1))
+//!         .build()?,
+//! );
+//! let device: Arc<dyn VfioDevice> = sim.clone();
+//! let fds: Vec<EventFd> = (0..4).map(|_| EventFd::new(EFD_NONBLOCK)).collect::<Result<_, _>>()?;
+//! let mut msix = MsixTriggers::for_device(device.as_ref()).unwrap();
+//! msix.enable_all(device.as_ref(), &fds.iter().map(|f| Some(f.as_raw_fd())).collect::<Vec<_>>())?;
+//! assert_eq!(sim.counters().set_irqs, 1);
+//! sim.raise(2);
+//! assert_eq!(fds[2].read()?, 1);
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod device;
+mod error;
+pub mod info;
+mod ioctl;
+pub mod irq_set;
+#[cfg(feature = "kernel")]
+mod kernel;
+pub mod migration;
+pub mod msix;
+#[cfg(feature = "sim")]
+pub mod sim;
+
+pub use device::{VfioDevice, VfioMigration};
+pub use error::{Error, Result};
+pub use info::{DeviceInfo, IrqInfo, RegionInfo};
+pub use irq_set::{IrqAction, IrqData, IrqSet};
+#[cfg(feature = "kernel")]
+pub use kernel::KernelDevice;
+pub use migration::{DataChunk, MigState, MigrationDataFd, MigrationFeatures};
+pub use msix::{MsixTriggers, TriggerUpdate};

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The device boundary: what the workspace needs from a VFIO device, and nothing more.
+
+use std::fmt::Debug;
+
+use crate::error::Result;
+use crate::info::DeviceInfo;
+use crate::irq_set::IrqSet;
+use crate::migration::{MigState, MigrationDataFd, MigrationFeatures};
+
+/// A VFIO device as the workspace uses it.
+///
+/// Implemented by the kernel backend (`KernelDevice`, feature `kernel`) and the simulated
+/// vfio-pci device (`SimDevice`, feature `sim`). Methods take `&self` so one device can be
+/// shared as `Arc<dyn VfioDevice>` between, say, an MMIO handler and a config handler;
+/// implementations synchronise internally.
+pub trait VfioDevice: Send + Sync + Debug {
+    /// The device's description: flags, regions, irq indexes. Fixed while the device is open.
+    fn info(&self) -> &DeviceInfo;
+
+    /// Read `buf.len()` bytes at `offset` of region `index`. Fails (EINVAL) on an unknown
+    /// region or an access past its end; device errors are returned, never swallowed.
+    fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// Write `data` at `offset` of region `index`. Fails (EINVAL) on an unknown or read-only
+    /// region or an access past its end.
+    fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<()>;
+
+    /// Issue one `VFIO_DEVICE_SET_IRQS` with the kernel's full semantics. A request the kernel
+    /// rejects up front (see [`IrqSet::validate`]) fails with EINVAL and changes nothing.
+    fn set_irqs(&self, set: &IrqSet) -> Result<()>;
+
+    /// `VFIO_DEVICE_RESET`.
+    fn reset(&self) -> Result<()>;
+}
+
+/// Migration v2 of a VFIO device (`VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE`).
+pub trait VfioMigration: VfioDevice {
+    /// The migration features the device supports, or `None` when it cannot migrate.
+    fn migration_features(&self) -> Result<Option<MigrationFeatures>>;
+
+    /// Move the device to `state`, walking intermediate states as the kernel does. Entering a
+    /// saving state (STOP_COPY, PRE_COPY, PRE_COPY_P2P) from a non-saving one, or RESUMING,
+    /// returns a new data fd; other transitions return `None` (a PRE_COPY to STOP_COPY move
+    /// keeps using the fd PRE_COPY returned).
+    fn set_migration_state(&self, state: MigState) -> Result<Option<MigrationDataFd>>;
+
+    /// The current device state.
+    fn migration_state(&self) -> Result<MigState>;
+}

@@ -1,0 +1,443 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The interrupt side of the simulated device, following Linux's `vfio_pci_intrs.c`: one
+//! active interrupt type at a time, a trigger per vector, `free_irq`/`request_irq` for every
+//! vector a TRIGGER names, NORESIZE or dynamic MSI-X allocation, and pending bits latched
+//! when the device raises a vector nothing is bound to.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::io::RawFd;
+
+use vfio_bindings::bindings::vfio as b;
+
+use crate::error::{errno, Error, Result};
+use crate::info::{ERR_IRQ_INDEX, INTX_IRQ_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX, REQ_IRQ_INDEX};
+use crate::ioctl::dup_fd;
+use crate::irq_set::{IrqData, IrqSet};
+
+use super::SimCounters;
+
+/// A bound trigger: the fd number the caller passed, and the device's own reference to it
+/// (the kernel holds an eventfd context, so the caller closing its fd does not unbind).
+#[derive(Debug)]
+pub(crate) struct Trigger {
+    pub(crate) raw: RawFd,
+    file: File,
+}
+
+impl Trigger {
+    fn bind(raw: RawFd) -> std::io::Result<Trigger> {
+        let file = File::from(dup_fd(raw)?);
+        let link = std::fs::read_link(format!("/proc/self/fd/{raw}"))?;
+        if link.to_str() != Some("anon_inode:[eventfd]") {
+            return Err(errno(libc::EINVAL));
+        }
+        Ok(Trigger { raw, file })
+    }
+
+    fn signal(&self) -> bool {
+        (&self.file).write_all(&1u64.to_ne_bytes()).is_ok()
+    }
+}
+
+/// Per-device interrupt state.
+#[derive(Debug)]
+pub(crate) struct IrqState {
+    /// The enabled type among INTx, MSI, MSI-X.
+    pub(crate) active: Option<u32>,
+    pub(crate) dynamic_msix: bool,
+    /// Per vector of the active MSI/MSI-X type: allocated by the PCI core.
+    pub(crate) allocated: Vec<bool>,
+    /// Per vector of the active MSI/MSI-X type: the requested irq's trigger.
+    pub(crate) ctx: Vec<Option<Trigger>>,
+    /// MSI-X pending bits (the PBA), latched by raises with no trigger bound.
+    pub(crate) pending: Vec<bool>,
+    pub(crate) intx: Option<Trigger>,
+    pub(crate) intx_masked: bool,
+    pub(crate) intx_pending: bool,
+    pub(crate) err: Option<Trigger>,
+    pub(crate) req: Option<Trigger>,
+    /// Injected failure: `request_irq` of this MSI/MSI-X vector fails with this errno.
+    pub(crate) fail_request: Option<(u32, i32)>,
+}
+
+fn set_err(index: u32, e: i32) -> Error {
+    Error::SetIrqs {
+        index,
+        source: errno(e),
+    }
+}
+
+impl IrqState {
+    pub(crate) fn new(msix_vectors: u32, dynamic_msix: bool) -> Self {
+        IrqState {
+            active: None,
+            dynamic_msix,
+            allocated: Vec::new(),
+            ctx: Vec::new(),
+            pending: vec![false; msix_vectors as usize],
+            intx: None,
+            intx_masked: false,
+            intx_pending: false,
+            err: None,
+            req: None,
+            fail_request: None,
+        }
+    }
+
+    /// Carry out a request that passed [`IrqSet::validate`].
+    pub(crate) fn apply(
+        &mut self,
+        set: &IrqSet,
+        max_vectors: u32,
+        c: &mut SimCounters,
+    ) -> Result<()> {
+        let flags = set.flags();
+        let action = flags & b::VFIO_IRQ_SET_ACTION_TYPE_MASK;
+        match (set.index, action) {
+            (MSI_IRQ_INDEX | MSIX_IRQ_INDEX, b::VFIO_IRQ_SET_ACTION_TRIGGER) => {
+                self.msi_trigger(set, max_vectors, c)
+            }
+            (INTX_IRQ_INDEX, b::VFIO_IRQ_SET_ACTION_TRIGGER) => self.intx_trigger(set, c),
+            (INTX_IRQ_INDEX, b::VFIO_IRQ_SET_ACTION_MASK | b::VFIO_IRQ_SET_ACTION_UNMASK) => {
+                self.intx_mask(set, action == b::VFIO_IRQ_SET_ACTION_MASK, c)
+            }
+            (ERR_IRQ_INDEX | REQ_IRQ_INDEX, b::VFIO_IRQ_SET_ACTION_TRIGGER) => {
+                self.ctx_trigger_single(set, c)
+            }
+            // MSI/MSI-X masking is not exported by vfio-pci; two action bits match nothing.
+            _ => Err(set_err(set.index, libc::ENOTTY)),
+        }
+    }
+
+    fn fds(set: &IrqSet) -> Vec<RawFd> {
+        match &set.data {
+            IrqData::Eventfds(v) => v
+                .iter()
+                .take(set.count as usize)
+                .map(|f| f.unwrap_or(-1))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn msi_trigger(&mut self, set: &IrqSet, max_vectors: u32, c: &mut SimCounters) -> Result<()> {
+        let flags = set.flags();
+        let data = flags & b::VFIO_IRQ_SET_DATA_TYPE_MASK;
+        let is_this = self.active == Some(set.index);
+        if is_this && set.count == 0 && data == b::VFIO_IRQ_SET_DATA_NONE {
+            self.msi_disable(c);
+            return Ok(());
+        }
+        if !(is_this || self.active.is_none()) {
+            return Err(set_err(set.index, libc::EINVAL));
+        }
+        if data == b::VFIO_IRQ_SET_DATA_EVENTFD {
+            let fds = Self::fds(set);
+            if is_this {
+                return self.set_block(set.index, set.start, &fds, c);
+            }
+            self.msi_enable(set.index, set.start + set.count, max_vectors, c);
+            let ret = self.set_block(set.index, set.start, &fds, c);
+            if ret.is_err() {
+                self.msi_disable(c);
+            }
+            return ret;
+        }
+        if !is_this {
+            return Err(set_err(set.index, libc::EINVAL));
+        }
+        for (i, v) in (set.start..set.start + set.count).enumerate() {
+            let fire = match &set.data {
+                IrqData::Bool(bools) => bools.get(i).copied().unwrap_or(false),
+                _ => true,
+            };
+            if fire {
+                if let Some(Some(t)) = self.ctx.get(v as usize) {
+                    if t.signal() {
+                        c.signals += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn msi_enable(&mut self, index: u32, nvec: u32, max_vectors: u32, c: &mut SimCounters) {
+        self.active = Some(index);
+        self.allocated = vec![false; max_vectors as usize];
+        self.ctx = (0..max_vectors).map(|_| None).collect();
+        for a in self.allocated.iter_mut().take(nvec as usize) {
+            *a = true;
+        }
+        c.index_enables += 1;
+        c.vectors_allocated += u64::from(nvec);
+    }
+
+    fn msi_disable(&mut self, c: &mut SimCounters) {
+        for v in 0..self.ctx.len() {
+            self.release_vector(v, c);
+        }
+        self.allocated.clear();
+        self.ctx.clear();
+        self.active = None;
+        c.index_disables += 1;
+    }
+
+    fn release_vector(&mut self, v: usize, c: &mut SimCounters) {
+        if let Some(slot) = self.ctx.get_mut(v) {
+            if slot.take().is_some() {
+                c.free_irq += 1;
+            }
+        }
+    }
+
+    /// `vfio_msi_set_block`: set each vector; on failure undo the ones already set.
+    fn set_block(
+        &mut self,
+        index: u32,
+        start: u32,
+        fds: &[RawFd],
+        c: &mut SimCounters,
+    ) -> Result<()> {
+        for (i, &fd) in fds.iter().enumerate() {
+            let v = start + i as u32;
+            if let Err(e) = self.set_vector_signal(index, v, fd, c) {
+                for undo in start..v {
+                    // De-assigning cannot fail.
+                    let _ = self.set_vector_signal(index, undo, -1, c);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// `vfio_msi_set_vector_signal`: free what is bound, then bind `fd` unless it is -1.
+    fn set_vector_signal(
+        &mut self,
+        index: u32,
+        v: u32,
+        fd: RawFd,
+        c: &mut SimCounters,
+    ) -> Result<()> {
+        let vi = v as usize;
+        self.release_vector(vi, c);
+        if fd < 0 {
+            return Ok(());
+        }
+        let allocated = self.allocated.get(vi).copied().unwrap_or(false);
+        if !allocated {
+            if index == MSIX_IRQ_INDEX && self.dynamic_msix {
+                if let Some(a) = self.allocated.get_mut(vi) {
+                    *a = true;
+                    c.vectors_allocated += 1;
+                }
+            } else {
+                return Err(set_err(index, libc::EINVAL));
+            }
+        }
+        if let Some((fv, e)) = self.fail_request {
+            if fv == v {
+                return Err(set_err(index, e));
+            }
+        }
+        let trigger = Trigger::bind(fd).map_err(|source| Error::SetIrqs { index, source })?;
+        c.request_irq += 1;
+        if let Some(n) = c.vector_bindings.get_mut(vi) {
+            *n += 1;
+        }
+        if index == MSIX_IRQ_INDEX && self.pending.get(vi).copied().unwrap_or(false) {
+            if trigger.signal() {
+                c.signals += 1;
+            }
+            if let Some(p) = self.pending.get_mut(vi) {
+                *p = false;
+            }
+        }
+        if let Some(slot) = self.ctx.get_mut(vi) {
+            *slot = Some(trigger);
+        }
+        Ok(())
+    }
+
+    fn intx_trigger(&mut self, set: &IrqSet, c: &mut SimCounters) -> Result<()> {
+        let data = set.flags() & b::VFIO_IRQ_SET_DATA_TYPE_MASK;
+        let is_this = self.active == Some(INTX_IRQ_INDEX);
+        if is_this && set.count == 0 && data == b::VFIO_IRQ_SET_DATA_NONE {
+            if self.intx.take().is_some() {
+                c.free_irq += 1;
+            }
+            self.active = None;
+            c.index_disables += 1;
+            return Ok(());
+        }
+        if !(is_this || self.active.is_none()) {
+            return Err(set_err(INTX_IRQ_INDEX, libc::EINVAL));
+        }
+        if data == b::VFIO_IRQ_SET_DATA_EVENTFD {
+            let fd = Self::fds(set).first().copied().unwrap_or(-1);
+            if self.intx.take().is_some() {
+                c.free_irq += 1;
+            }
+            if !is_this {
+                self.active = Some(INTX_IRQ_INDEX);
+                c.index_enables += 1;
+            }
+            if fd >= 0 {
+                let t = Trigger::bind(fd).map_err(|source| Error::SetIrqs {
+                    index: INTX_IRQ_INDEX,
+                    source,
+                })?;
+                c.request_irq += 1;
+                self.intx = Some(t);
+            }
+            return Ok(());
+        }
+        if !is_this {
+            return Err(set_err(INTX_IRQ_INDEX, libc::EINVAL));
+        }
+        let fire = match &set.data {
+            IrqData::Bool(v) => v.first().copied().unwrap_or(false),
+            _ => set.count > 0,
+        };
+        if fire {
+            if let Some(t) = &self.intx {
+                if t.signal() {
+                    c.signals += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn intx_mask(&mut self, set: &IrqSet, mask: bool, c: &mut SimCounters) -> Result<()> {
+        if self.active != Some(INTX_IRQ_INDEX) {
+            return Ok(());
+        }
+        let apply = match &set.data {
+            IrqData::Bool(v) => v.first().copied().unwrap_or(false),
+            IrqData::Eventfds(_) => return Err(set_err(INTX_IRQ_INDEX, libc::EINVAL)),
+            IrqData::None => set.count > 0,
+        };
+        if apply {
+            self.intx_masked = mask;
+            if !mask && self.intx_pending {
+                self.intx_pending = false;
+                if let Some(t) = &self.intx {
+                    if t.signal() {
+                        c.signals += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ctx_trigger_single(&mut self, set: &IrqSet, c: &mut SimCounters) -> Result<()> {
+        let data = set.flags() & b::VFIO_IRQ_SET_DATA_TYPE_MASK;
+        let index = set.index;
+        let slot = if index == ERR_IRQ_INDEX {
+            &mut self.err
+        } else {
+            &mut self.req
+        };
+        if data == b::VFIO_IRQ_SET_DATA_NONE && set.count == 0 {
+            if slot.take().is_some() {
+                c.free_irq += 1;
+            }
+            return Ok(());
+        }
+        if set.count != 1 {
+            return Err(set_err(index, libc::EINVAL));
+        }
+        match data {
+            b::VFIO_IRQ_SET_DATA_EVENTFD => {
+                let fd = Self::fds(set).first().copied().unwrap_or(-1);
+                *slot = None;
+                if fd >= 0 {
+                    *slot =
+                        Some(Trigger::bind(fd).map_err(|source| Error::SetIrqs { index, source })?);
+                }
+                Ok(())
+            }
+            _ => {
+                let fire = match &set.data {
+                    IrqData::Bool(v) => v.first().copied().unwrap_or(false),
+                    _ => true,
+                };
+                if let (true, Some(t)) = (fire, slot.as_ref()) {
+                    if t.signal() {
+                        c.signals += 1;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The device raises MSI-X vector `v`: signal its trigger or latch it pending.
+    pub(crate) fn raise_msix(&mut self, v: u32, c: &mut SimCounters) -> RaiseOutcome {
+        let vi = v as usize;
+        if self.active == Some(MSIX_IRQ_INDEX) {
+            if let Some(Some(t)) = self.ctx.get(vi) {
+                if t.signal() {
+                    c.signals += 1;
+                    return RaiseOutcome::Signalled(t.raw);
+                }
+            }
+        }
+        match self.pending.get_mut(vi) {
+            Some(p) => {
+                *p = true;
+                c.latched += 1;
+                RaiseOutcome::Latched
+            }
+            None => RaiseOutcome::NoSuchVector,
+        }
+    }
+
+    /// The device asserts INTx: signal it unless masked (INTx is automasked when it fires).
+    pub(crate) fn raise_intx(&mut self, c: &mut SimCounters) -> RaiseOutcome {
+        match (
+            &self.intx,
+            self.active == Some(INTX_IRQ_INDEX),
+            self.intx_masked,
+        ) {
+            (Some(t), true, false) => {
+                self.intx_masked = true;
+                if t.signal() {
+                    c.signals += 1;
+                }
+                RaiseOutcome::Signalled(t.raw)
+            }
+            _ => {
+                self.intx_pending = true;
+                c.latched += 1;
+                RaiseOutcome::Latched
+            }
+        }
+    }
+
+    /// The fd bound to MSI-X vector `v`, if the index is enabled and one is bound.
+    pub(crate) fn msix_trigger(&self, v: u32) -> Option<RawFd> {
+        if self.active != Some(MSIX_IRQ_INDEX) {
+            return None;
+        }
+        self.ctx
+            .get(v as usize)
+            .and_then(|t| t.as_ref().map(|t| t.raw))
+    }
+}
+
+/// What a device-side raise did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaiseOutcome {
+    /// The trigger bound to the vector (this fd number) was signalled.
+    Signalled(RawFd),
+    /// Nothing was bound (or INTx was masked): the vector is latched pending.
+    Latched,
+    /// The device has no such vector.
+    NoSuchVector,
+}
