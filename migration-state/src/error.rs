@@ -116,6 +116,27 @@ pub enum Error {
         /// The requested version.
         version: u16,
     },
+    /// The device does not support migration (no `VFIO_DEVICE_FEATURE_MIGRATION`).
+    #[error("the device does not support VFIO migration")]
+    NotMigratable,
+    /// Querying the device's migration support or state failed.
+    #[error("querying the device's migration state")]
+    Device(#[source] vfio_core::Error),
+    /// An arc of a device walk failed; `recovery` says where the device was left.
+    #[error("moving the device to {requested} failed entering {failed_at} after {completed_arcs} arcs; recovery: {recovery:?}")]
+    Transition {
+        /// The state the walk was asked to reach.
+        requested: State,
+        /// The arc's target state that failed.
+        failed_at: State,
+        /// Arcs that succeeded before the failure.
+        completed_arcs: usize,
+        /// What the recovery rule did.
+        recovery: crate::driver::Recovery,
+        /// The device's error.
+        #[source]
+        source: vfio_core::Error,
+    },
     /// Restoring a configuration-space snapshot into a `pci-config` space failed.
     #[error("restoring the configuration space")]
     ConfigRestore(#[source] pci_config::Error),

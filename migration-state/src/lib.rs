@@ -5,8 +5,9 @@
 //!
 //! - [`fsm`]: which single arcs take a device from its current state to a requested one, by
 //!   the kernel's table ([`next_step`], [`path`]).
-//! - [`device_state`] and [`format`]: what a VMM saves for a passthrough function, and a
+//! - [`device_state`] and [`format`](mod@format): what a VMM saves for a passthrough function, and a
 //!   checksummed, versioned binary encoding whose decoder never panics.
+//! - [`driver`]: walks a `vfio-core` device along that path with QEMU's recovery rule.
 //! - [`notice`]: an opt-in vendor capability through which a cooperating guest driver learns
 //!   of a migration; the VMM never waits on it past a deadline on its own clock.
 //!
@@ -27,6 +28,7 @@
 
 mod codec;
 pub mod device_state;
+pub mod driver;
 mod error;
 pub mod format;
 pub mod fsm;
@@ -36,6 +38,7 @@ pub use device_state::{
     BarKind, BarState, ConfigState, DeviceState, InterruptMode, MsiState, MsixEntry, MsixState,
     NoticeState,
 };
+pub use driver::{walk_device, Recovery, Walked};
 pub use error::{Error, Result};
 pub use format::FormatVersion;
 pub use fsm::{next_step, path, MigrationFlags, State};
