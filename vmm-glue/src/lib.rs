@@ -2,3 +2,82 @@
 
 //! A VFIO passthrough PCI device that a VMM attaches to its bus, composed from the
 //! workspace's crates, with batched interrupt setup and a fast resume path.
+//!
+//! * [`PassthroughDevice`] ([`device`]): built from a `vfio-core` device, the VM's shared
+//!   [`irq_routing::Router`] and resources ([`VmResources`]). Config space is emulated with
+//!   `pci-config` ([`config`]): MSI and MSI-X fully emulated, SR-IOV and ARI hidden.
+//! * [`msix`]: the emulated MSI-X table and PBA, with defined behaviour for hostile accesses.
+//! * [`irq_mode`]: none / INTx / MSI / MSI-X, and what happens when MSI and MSI-X are both
+//!   enabled.
+//! * [`interrupts`]: the interrupt lifecycle (batched enables, one SET_IRQS per enable, masks
+//!   that move only the VFIO trigger, PBA emulation).
+//! * [`bars`] and [`mmio`]: mapped or trapped BARs (bar-mmap), vm-device bus traits.
+//! * [`migration`]: save and restore in QEMU's order, [`restore_all`] with one VM-wide commit,
+//!   [`StagedRestore`] for switchover.
+//! * [`strategy`]: the commit [`Strategy`] the benchmark compares.
+//! * `scripted_guest` (feature `sim`): a guest driver that programs MSI-X through config and
+//!   MMIO writes only.
+//!
+//! # Example
+//!
+#![cfg_attr(feature = "sim", doc = "```")]
+#![cfg_attr(not(feature = "sim"), doc = "```ignore")]
+//! use std::sync::Arc;
+//! use bar_mmap::{HostResourceSpace, PageSize};
+//! use irq_routing::{MemoryBackend, Router};
+//! use vfio_core::sim::{MsixPlacement, SimDevice};
+//! use vmm_glue::{scripted_guest, DeviceOptions, PassthroughDevice, VmResources};
+//!
+//! let backend = MemoryBackend::new();
+//! let router = Arc::new(Router::new(backend.clone())?);
+//! let host = HostResourceSpace::new(0xe000_0000, 0x1000_0000)?.into_shared();
+//! let vm = VmResources::new(router.clone(), host, PageSize::SIZE_4K);
+//!
+//! let sim = Arc::new(
+//!     SimDevice::builder(0x8086, 0x154c)
+//!         .bar(0, pci_config::BarKind::Mem64, 0x4000, false)
+//!         .msix(MsixPlacement::in_bar(8, 0))
+//!         .build()?,
+//! );
+//! let mut dev = PassthroughDevice::new(sim.clone(), &vm, DeviceOptions::default())?;
+//!
+//! // A guest driver places the BARs and programs MSI-X.
+//! let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
+//! scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
+//! scripted_guest::program_msix(&mut dev, 0, |_| true).ok_or("no MSI-X")?;
+//! assert_eq!(router.committed_table().len(), 8);
+//!
+//! // Save, then restore into a fresh VM with one routing commit.
+//! let state = dev.save();
+//! let router2 = Arc::new(Router::new(MemoryBackend::new())?);
+//! let host2 = HostResourceSpace::new(0xe000_0000, 0x1000_0000)?.into_shared();
+//! let vm2 = VmResources::new(router2.clone(), host2, PageSize::SIZE_4K);
+//! let mut dev2 = PassthroughDevice::new(sim, &vm2, DeviceOptions::default())?;
+//! let report = vmm_glue::restore_all(&router2, [(&mut dev2, &state)], vmm_glue::Strategy::VmWide)?;
+//! assert_eq!(report.gsi_routing_commits, 1);
+//! assert_eq!(report.set_irqs_calls(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod bars;
+pub mod config;
+pub mod device;
+mod error;
+pub mod interrupts;
+pub mod irq_mode;
+pub mod migration;
+pub mod mmio;
+pub mod msix;
+#[cfg(feature = "sim")]
+pub mod scripted_guest;
+mod stats;
+pub mod strategy;
+mod vectors;
+
+pub use device::{DeviceOptions, IntxEventFds, PassthroughDevice, VmResources};
+pub use error::{Error, Result};
+pub use irq_mode::IrqMode;
+pub use migration::{restore_all, RestoreReport, StagedRestore};
+pub use msix::{MsixEntry, MsixTable};
+pub use stats::DeviceStats;
+pub use strategy::Strategy;

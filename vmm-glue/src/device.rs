@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! [`PassthroughDevice`]: construction and the config-space entry points.
+
+use std::sync::{Arc, Mutex};
+
+use bar_mmap::{GuestPageMap, PageSize, SharedResourceSpace};
+use irq_routing::{MsiMessage, Router};
+use pci_config::Command;
+use vfio_core::info::CONFIG_REGION_INDEX;
+use vfio_core::{MsixTriggers, VfioDevice};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::bars::Bars;
+use crate::config::ConfigEmu;
+use crate::irq_mode::IrqMode;
+use crate::msix::MsixTable;
+use crate::stats::DeviceStats;
+use crate::vectors::VectorSet;
+use crate::{Result, Strategy};
+
+/// What every passthrough device of one VM shares: the VM's interrupt router, the host
+/// resource space sub-page BAR reservations are made in, and the map of guest BAR pages.
+#[derive(Clone, Debug)]
+pub struct VmResources {
+    /// The VM's route table (one per VM).
+    pub router: Arc<Router>,
+    /// Host MMIO resource space (the dummy reservations of sub-page BARs go here).
+    pub host_space: SharedResourceSpace,
+    /// Guest placements of every device's BARs, to decide page exclusivity.
+    pub guest_pages: Arc<Mutex<GuestPageMap>>,
+    /// Page size used for mmap decisions (the host's).
+    pub page_size: PageSize,
+}
+
+impl VmResources {
+    /// Resources for a VM, with an empty guest page map of `page_size` pages.
+    pub fn new(router: Arc<Router>, host_space: SharedResourceSpace, page_size: PageSize) -> Self {
+        VmResources {
+            router,
+            host_space,
+            guest_pages: Arc::new(Mutex::new(GuestPageMap::new(page_size))),
+            page_size,
+        }
+    }
+}
+
+/// The eventfds a VMM gives a device for its INTx pin: `trigger` is the VMM's irqfd for the
+/// pin (registered with a resample fd), `unmask` the resample eventfd VFIO re-arms on.
+#[derive(Clone, Debug)]
+pub struct IntxEventFds {
+    /// Signalled by the device when INTx asserts.
+    pub trigger: Arc<EventFd>,
+    /// Signalled by KVM on EOI; unmasks the device's INTx.
+    pub unmask: Option<Arc<EventFd>>,
+}
+
+/// Per-device settings.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceOptions {
+    /// The VMM's name for the device (for example its BDF); must be unique within the VM.
+    pub id: u32,
+    /// How interrupt setup groups route commits.
+    pub strategy: Strategy,
+    /// Requester ID to put in MSI routes (needed by arm64's ITS), if any.
+    pub devid: Option<u32>,
+    /// INTx eventfds; without them INTx mode is tracked but nothing is bound.
+    pub intx: Option<IntxEventFds>,
+    /// Host physical addresses of BARs 0-5, when the VFIO config region does not carry them
+    /// (it normally does not: read them from sysfs). `0` means unknown: that BAR is trapped
+    /// unless it is at least a page.
+    pub host_bar_addresses: [u64; 6],
+}
+
+/// A VFIO device passed through to a guest: emulated config space, trapped or mapped BARs,
+/// emulated MSI-X table and PBA, and interrupts routed through the VM's [`Router`].
+///
+/// Attach it to a VMM's buses through vm-device's [`MutDeviceMmio`](vm_device::MutDeviceMmio)
+/// and [`MutDevicePio`](vm_device::MutDevicePio) (a `Mutex<PassthroughDevice>` is then a
+/// `DeviceMmio`), and route the PCI root's config accesses to [`PassthroughDevice::config_read`]
+/// and [`PassthroughDevice::config_write`].
+pub struct PassthroughDevice {
+    pub(crate) opts: DeviceOptions,
+    pub(crate) dev: Arc<dyn VfioDevice>,
+    pub(crate) router: Arc<Router>,
+    pub(crate) cfg: ConfigEmu,
+    pub(crate) mode: IrqMode,
+    pub(crate) msix: Option<MsixTable>,
+    pub(crate) msix_vectors: Option<VectorSet>,
+    pub(crate) msi_vectors: Option<VectorSet>,
+    pub(crate) intx_bound: bool,
+    pub(crate) bars: Bars,
+    pub(crate) userspace_msgs: Vec<MsiMessage>,
+    pub(crate) stats: DeviceStats,
+}
+
+impl std::fmt::Debug for PassthroughDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassthroughDevice")
+            .field("id", &self.opts.id)
+            .field("mode", &self.mode)
+            .field("strategy", &self.opts.strategy)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PassthroughDevice {
+    /// Builds the device: reads and models its config space (SR-IOV and ARI hidden, MSI and
+    /// MSI-X emulated), probes its BARs for mmap (reserving the rest of sub-page BARs' pages
+    /// in `vm.host_space`), and creates the eventfds of its MSI-X and MSI vectors. Issues no
+    /// SET_IRQS and adds no route: those wait for the guest.
+    pub fn new(dev: Arc<dyn VfioDevice>, vm: &VmResources, opts: DeviceOptions) -> Result<Self> {
+        let cfg = ConfigEmu::build(&*dev)?;
+        let bars = Bars::probe(&*dev, &cfg, vm, &opts)?;
+        let (msix, msix_vectors) = match cfg.msix {
+            Some(cap) => {
+                let cache = MsixTriggers::for_device(&*dev);
+                (
+                    Some(MsixTable::new(cap.vectors)),
+                    Some(VectorSet::new(cap.vectors, cache)?),
+                )
+            }
+            None => (None, None),
+        };
+        let msi_vectors = match cfg.msi {
+            Some(cap) => Some(VectorSet::new(1u16 << cap.mmc, None)?),
+            None => None,
+        };
+        Ok(PassthroughDevice {
+            opts,
+            dev,
+            router: vm.router.clone(),
+            cfg,
+            mode: IrqMode::None,
+            msix,
+            msix_vectors,
+            msi_vectors,
+            intx_bound: false,
+            bars,
+            userspace_msgs: Vec::new(),
+            stats: DeviceStats::default(),
+        })
+    }
+
+    /// The VMM's id of this device.
+    pub fn id(&self) -> u32 {
+        self.opts.id
+    }
+
+    /// The VFIO device underneath.
+    pub fn vfio_device(&self) -> &Arc<dyn VfioDevice> {
+        &self.dev
+    }
+
+    /// The router the device's routes live in.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// The commit strategy in use.
+    pub fn strategy(&self) -> Strategy {
+        self.opts.strategy
+    }
+
+    /// Changes the commit strategy (takes effect at the next interrupt setup).
+    pub fn set_strategy(&mut self, strategy: Strategy) {
+        self.opts.strategy = strategy;
+    }
+
+    /// Counters of what the device did.
+    pub fn stats(&self) -> DeviceStats {
+        self.stats
+    }
+
+    /// The interrupt mode the guest has enabled.
+    pub fn irq_mode(&self) -> IrqMode {
+        self.mode
+    }
+
+    /// Size of the config space the guest sees (256 or 4096).
+    pub fn config_size(&self) -> usize {
+        self.cfg.space.size()
+    }
+
+    fn access_ok(&self, offset: u16, len: usize) -> bool {
+        matches!(len, 1 | 2 | 4)
+            && usize::from(offset) % len == 0
+            && usize::from(offset) + len <= self.cfg.space.size()
+    }
+
+    /// A guest config read. Accesses that are not 1, 2 or 4 bytes, not naturally aligned, or
+    /// past the end of the space read as all ones (like a master abort) and are counted.
+    /// Bits that are not emulated are read from the device first.
+    pub fn config_read(&self, offset: u16, data: &mut [u8]) {
+        if !self.access_ok(offset, data.len()) {
+            data.fill(0xff);
+            return;
+        }
+        let off = usize::from(offset);
+        let mut view = self.cfg.space.clone_range_view(off, data.len());
+        let emulated_all = self
+            .cfg
+            .space
+            .emulated_mask()
+            .get(off..off + data.len())
+            .is_some_and(|m| m.iter().all(|b| *b == 0xff));
+        if !emulated_all {
+            let mut phys = vec![0u8; data.len()];
+            if self
+                .dev
+                .region_read(CONFIG_REGION_INDEX, u64::from(offset), &mut phys)
+                .is_ok()
+            {
+                let emask = self.cfg.space.emulated_mask();
+                for (i, b) in view.iter_mut().enumerate() {
+                    let m = emask.get(off + i).copied().unwrap_or(0xff);
+                    *b = (*b & m) | (phys.get(i).copied().unwrap_or(0) & !m);
+                }
+            }
+        }
+        data.copy_from_slice(&view);
+    }
+
+    /// A guest config write. Ill-formed accesses (as for reads) are ignored and counted.
+    /// Read-only and emulated bits follow pci-config's masks; non-emulated writable bits are
+    /// forwarded to the device; MSI/MSI-X/COMMAND changes drive the interrupt mode and BAR
+    /// moves drive the mappings.
+    pub fn config_write(&mut self, offset: u16, data: &[u8]) {
+        if !self.access_ok(offset, data.len()) {
+            self.stats.ignored_config_accesses += 1;
+            return;
+        }
+        let Ok(effects) = self.cfg.space.write(usize::from(offset), data) else {
+            self.stats.ignored_config_accesses += 1;
+            return;
+        };
+        if let Some(fwd) = &effects.forward {
+            if self
+                .dev
+                .region_write(CONFIG_REGION_INDEX, u64::from(fwd.offset), &fwd.data)
+                .is_err()
+            {
+                self.stats.device_access_errors += 1;
+            }
+        }
+        for mv in &effects.bar_moves {
+            self.bar_moved(mv.index);
+        }
+        let msi_off = self.cfg.msi.map(|c| c.offset);
+        let msix_off = self.cfg.msix.map(|c| c.offset);
+        let touched_irq = effects
+            .capabilities
+            .iter()
+            .any(|c| Some(c.offset) == msi_off || Some(c.offset) == msix_off);
+        let intx_changed = effects.command.is_some_and(|(old, new)| {
+            old.contains(Command::INTX_DISABLE) != new.contains(Command::INTX_DISABLE)
+        });
+        if touched_irq || intx_changed {
+            self.update_irq_mode();
+        }
+    }
+}
+
+/// Helper on pci-config's space: the guest view of a range (emulated where emulated).
+trait RangeView {
+    fn clone_range_view(&self, off: usize, len: usize) -> Vec<u8>;
+}
+
+impl RangeView for pci_config::ConfigSpace {
+    fn clone_range_view(&self, off: usize, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        let _ = self.read(off, &mut v);
+        v
+    }
+}

@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The crate's error type.
+
+/// Errors of the passthrough device.
+///
+/// Guest accesses (config space and MMIO) never return errors: the guest gets the defined
+/// behaviour documented on each entry point, and device-side failures are counted in
+/// [`crate::DeviceStats`]. These errors come from VMM-side operations: building the device,
+/// saving and restoring it, and the interrupt setup those run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The device has no readable PCI configuration region.
+    #[error("the device has no PCI configuration region")]
+    NoConfigRegion,
+    /// Reading the device's configuration space failed.
+    #[error("reading the device's configuration space failed")]
+    ConfigRead(#[source] vfio_core::Error),
+    /// The device's configuration space could not be modelled (bad size, malformed
+    /// capabilities, inconsistent BARs).
+    #[error("modelling the device's configuration space failed")]
+    ConfigModel(#[source] pci_config::Error),
+    /// Probing the BARs for mmap (host side) failed.
+    #[error("probing the device's BARs for mmap failed")]
+    BarProbe(#[source] bar_mmap::Error),
+    /// A lock shared with other devices (the guest page map) was poisoned.
+    #[error("a lock shared between devices was poisoned")]
+    Poisoned,
+    /// Creating an eventfd for an interrupt vector failed.
+    #[error("creating an eventfd failed")]
+    EventFd(#[source] std::io::Error),
+    /// `VFIO_DEVICE_SET_IRQS` (or the trigger cache on top of it) failed.
+    #[error("VFIO_DEVICE_SET_IRQS failed")]
+    SetIrqs(#[source] vfio_core::Error),
+    /// A route operation on the VM's router failed.
+    #[error("a route operation failed")]
+    Route(#[source] irq_routing::Error),
+    /// Writing the device's configuration space (restoring COMMAND) failed.
+    #[error("writing the device's configuration space failed")]
+    ConfigWrite(#[source] vfio_core::Error),
+    /// A saved state does not fit this device (other vector count, config size or BARs).
+    #[error("the saved state does not match this device: {0}")]
+    StateMismatch(&'static str),
+    /// A saved state failed migration-state's validation.
+    #[error("the saved state is invalid")]
+    InvalidState(#[source] migration_state::Error),
+    /// The number of devices and of states given to a VM-wide restore differ.
+    #[error("{devices} devices but {states} states")]
+    CountMismatch {
+        /// Devices given.
+        devices: usize,
+        /// States given.
+        states: usize,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;

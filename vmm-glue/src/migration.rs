@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Save and restore through `migration-state`, in QEMU's order: config space, COMMAND, BARs
+//! (sub-page ones included), then interrupts.
+//!
+//! Restoring is idempotent and incremental: restoring a state onto a device that already
+//! holds it changes no route and issues no SET_IRQS. That is what makes [`StagedRestore`]
+//! work: [`StagedRestore::stage`] restores a precopied state before the switchover (routes,
+//! irqfds and triggers all set up), and [`StagedRestore::commit`] restores the final state,
+//! which costs only what changed in between.
+//!
+//! [`restore_all`] restores every device of a VM; with [`Strategy::VmWide`] or
+//! [`Strategy::Staged`] it holds one outer `RouteBatch`, so the whole VM commits its routing
+//! table once.
+
+use migration_state::{
+    BarKind as StateBarKind, BarState, ConfigState, DeviceState, InterruptMode, MsiState,
+    MsixEntry as StateEntry, MsixState,
+};
+use pci_config::BarKind;
+use vfio_core::info::CONFIG_REGION_INDEX;
+
+use crate::irq_mode::IrqMode;
+use crate::msix::MsixEntry;
+use crate::{Error, PassthroughDevice, Result, Strategy};
+
+/// What a VM-wide restore cost.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Devices restored.
+    pub devices: usize,
+    /// Routing table commits (`KVM_SET_GSI_ROUTING`) issued by the router during the restore.
+    pub gsi_routing_commits: u64,
+    /// SET_IRQS calls the devices asked for during the restore, per device, in order.
+    pub set_irqs_per_device: Vec<u64>,
+}
+
+impl RestoreReport {
+    /// SET_IRQS calls of all devices.
+    pub fn set_irqs_calls(&self) -> u64 {
+        self.set_irqs_per_device.iter().sum()
+    }
+}
+
+fn mode_to_state(m: IrqMode) -> InterruptMode {
+    match m {
+        IrqMode::None => InterruptMode::None,
+        IrqMode::Intx => InterruptMode::Intx,
+        IrqMode::Msi => InterruptMode::Msi,
+        IrqMode::Msix => InterruptMode::Msix,
+    }
+}
+
+impl PassthroughDevice {
+    /// Captures the device's VMM-side state. The device-internal blob (`device_data`) is left
+    /// empty: reading it through the VFIO migration data fd is the caller's step (see
+    /// `migration-state`'s driver).
+    pub fn save(&self) -> DeviceState {
+        let s = &self.cfg.space;
+        let config = ConfigState {
+            bytes: s.emulated().to_vec(),
+            emulated_mask: s.emulated_mask().to_vec(),
+            write_mask: s.write_mask().to_vec(),
+            write1c_mask: s.w1c_mask().to_vec(),
+        };
+        let bars = self
+            .cfg
+            .bars
+            .iter()
+            .filter_map(|b| {
+                let bar = s.bar(b.index)?;
+                Some(BarState {
+                    index: b.index,
+                    kind: match bar.kind {
+                        BarKind::Io => StateBarKind::Io,
+                        BarKind::Mem64 => StateBarKind::Memory64,
+                        BarKind::Mem32 | BarKind::Rom => StateBarKind::Memory32,
+                    },
+                    prefetchable: bar.prefetchable,
+                    address: bar.address,
+                    size: bar.size,
+                })
+            })
+            .collect();
+        let msi = self.cfg.msi.map(|cap| {
+            let ctrl = self.cfg.read_u16(cap.offset + 2);
+            let mut address = u64::from(self.cfg.read_u32(cap.offset + 4));
+            if cap.is64 {
+                address |= u64::from(self.cfg.read_u32(cap.offset + 8)) << 32;
+            }
+            MsiState {
+                enabled: ctrl & 1 != 0,
+                address_64bit: cap.is64,
+                per_vector_masking: cap.per_vector_mask,
+                multiple_message_capable: cap.mmc,
+                multiple_message_enable: (((ctrl >> 4) & 7) as u8).min(cap.mmc),
+                address,
+                data: self.cfg.read_u16(cap.data_offset()),
+                mask_bits: if cap.per_vector_mask {
+                    self.cfg.read_u32(cap.mask_offset())
+                } else {
+                    0
+                },
+                pending_bits: 0,
+            }
+        });
+        let msix = self.msix.as_ref().map(|t| MsixState {
+            enabled: t.enabled(),
+            function_mask: t.function_masked(),
+            entries: t
+                .entries()
+                .iter()
+                .map(|e| StateEntry {
+                    address: e.address(),
+                    data: e.data,
+                    masked: e.masked(),
+                })
+                .collect(),
+            pba: t.pba_words().to_vec(),
+        });
+        DeviceState {
+            config,
+            bars,
+            interrupt_mode: mode_to_state(self.mode),
+            msi,
+            msix,
+            device_data: Vec::new(),
+            notice: None,
+        }
+    }
+
+    fn check_fits(&self, state: &DeviceState) -> Result<()> {
+        state.validate().map_err(Error::InvalidState)?;
+        if state.config.bytes.len() != self.cfg.space.size() {
+            return Err(Error::StateMismatch("config space size"));
+        }
+        for b in &state.bars {
+            let ours = self.cfg.bars.iter().find(|h| h.index == b.index);
+            if ours.is_none_or(|h| h.size != b.size) {
+                return Err(Error::StateMismatch("BAR layout"));
+            }
+        }
+        let ours = self.msix.as_ref().map(|t| usize::from(t.vector_count()));
+        let theirs = state.msix.as_ref().map(|m| m.entries.len());
+        if theirs.is_some() && ours != theirs {
+            return Err(Error::StateMismatch("MSI-X vector count"));
+        }
+        Ok(())
+    }
+
+    /// Restores `state` onto this device, in QEMU's order: emulated config, COMMAND (written
+    /// to the device), BAR placements, then interrupts (routes in one batch per the device's
+    /// strategy, nested in the caller's batch if it holds one; one SET_IRQS).
+    ///
+    /// A state that fails validation or does not fit this device is refused before anything
+    /// changes. Restoring the state the device already holds changes nothing.
+    pub fn restore(&mut self, state: &DeviceState) -> Result<()> {
+        self.check_fits(state)?;
+        // 1. Config space.
+        self.cfg
+            .space
+            .restore_emulated(&state.config.bytes, &state.config.emulated_mask)
+            .map_err(Error::ConfigModel)?;
+        // 2. COMMAND, to the device.
+        let command = self.cfg.read_u16(0x04);
+        self.dev
+            .region_write(CONFIG_REGION_INDEX, 0x04, &command.to_le_bytes())
+            .map_err(Error::ConfigWrite)?;
+        // 3. BARs (the registers came with the config bytes).
+        let indexes: Vec<u8> = self.cfg.bars.iter().map(|b| b.index).collect();
+        for i in indexes {
+            self.bar_moved(i);
+        }
+        // 4. Interrupts.
+        if let (Some(t), Some(m)) = (&mut self.msix, &state.msix) {
+            for (v, e) in (0u16..).zip(m.entries.iter()) {
+                t.set_entry(
+                    v,
+                    MsixEntry {
+                        addr_lo: e.address as u32,
+                        addr_hi: (e.address >> 32) as u32,
+                        data: e.data,
+                        vector_control: u32::from(e.masked),
+                    },
+                );
+            }
+            t.set_pba_words(&m.pba);
+        }
+        self.update_irq_mode();
+        Ok(())
+    }
+
+    /// After an outer batch this device took part in has committed: points the triggers of
+    /// vectors whose route fell back to userspace at their userspace eventfds (no call when
+    /// none did).
+    pub fn sync_after_commit(&mut self) {
+        let (wanted, vs) = match self.mode {
+            IrqMode::Msix => (self.msix_wanted(), &mut self.msix_vectors),
+            IrqMode::Msi => (self.msi_wanted(), &mut self.msi_vectors),
+            _ => return,
+        };
+        if let Some(vs) = vs {
+            if vs
+                .sync_triggers(&*self.dev, &self.router, &wanted, &mut self.stats)
+                .is_err()
+            {
+                self.stats.device_access_errors += 1;
+            }
+        }
+    }
+}
+
+/// Restores every device of a VM from its state, with `strategy` deciding the batches:
+/// `PerVector` (a commit per route), `PerDevice` (a batch per device), `VmWide` and `Staged`
+/// (one outer batch: one commit for the whole VM). All devices must share `router`.
+///
+/// # Errors
+/// The first device whose state does not fit (that device and the later ones are left as
+/// they were; routes staged for earlier devices are committed), or the outer commit's error.
+pub fn restore_all<'a>(
+    router: &irq_routing::Router,
+    devices: impl IntoIterator<Item = (&'a mut PassthroughDevice, &'a DeviceState)>,
+    strategy: Strategy,
+) -> Result<RestoreReport> {
+    let pairs: Vec<(&'a mut PassthroughDevice, &'a DeviceState)> = devices.into_iter().collect();
+    let before = router.stats().commits;
+    let start: Vec<u64> = pairs.iter().map(|(d, _)| d.stats.set_irqs_calls).collect();
+    let mut devs: Vec<&mut PassthroughDevice> = Vec::with_capacity(pairs.len());
+    {
+        let outer = matches!(strategy, Strategy::VmWide | Strategy::Staged).then(|| router.batch());
+        for (dev, state) in pairs {
+            dev.set_strategy(strategy);
+            dev.restore(state)?;
+            devs.push(dev);
+        }
+        if let Some(b) = outer {
+            b.commit().map_err(Error::Route)?;
+        }
+    }
+    for d in devs.iter_mut() {
+        d.sync_after_commit();
+    }
+    Ok(RestoreReport {
+        devices: devs.len(),
+        gsi_routing_commits: router.stats().commits - before,
+        set_irqs_per_device: devs
+            .iter()
+            .zip(start)
+            .map(|(d, s)| d.stats.set_irqs_calls - s)
+            .collect(),
+    })
+}
+
+/// A restore split around the switchover: routes, irqfds and triggers are set up from a
+/// precopied state while the source still runs; at the switchover only the difference between
+/// the precopied and the final state is committed.
+#[derive(Debug)]
+pub struct StagedRestore {
+    staged: RestoreReport,
+}
+
+impl StagedRestore {
+    /// Before the switchover: restores every device from its precopied state in one VM-wide
+    /// batch.
+    pub fn stage<'a>(
+        router: &irq_routing::Router,
+        devices: impl IntoIterator<Item = (&'a mut PassthroughDevice, &'a DeviceState)>,
+    ) -> Result<Self> {
+        let staged = restore_all(router, devices, Strategy::Staged)?;
+        Ok(StagedRestore { staged })
+    }
+
+    /// What staging cost (off the switchover's critical path).
+    pub fn staged_report(&self) -> &RestoreReport {
+        &self.staged
+    }
+
+    /// At the switchover: restores the final states; only what changed since the precopy
+    /// costs a commit or a SET_IRQS (nothing changed: zero of each).
+    pub fn commit<'a>(
+        self,
+        router: &irq_routing::Router,
+        devices: impl IntoIterator<Item = (&'a mut PassthroughDevice, &'a DeviceState)>,
+    ) -> Result<RestoreReport> {
+        restore_all(router, devices, Strategy::Staged)
+    }
+}

@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! A scripted guest driver: it programs a [`PassthroughDevice`] only through the guest-visible
+//! entry points — config space accesses and MMIO writes to the BARs through vm-device's
+//! [`MutDeviceMmio`] — in the order a Linux driver does.
+//!
+//! Tests and the `bench-msix` benchmark use it to bring devices into a realistic state before
+//! they are saved. Nothing in it reaches into the device's internals.
+
+use vm_device::bus::MmioAddress;
+use vm_device::MutDeviceMmio;
+
+use crate::PassthroughDevice;
+
+/// Capability ID of MSI.
+pub const CAP_ID_MSI: u8 = 0x05;
+/// Capability ID of MSI-X.
+pub const CAP_ID_MSIX: u8 = 0x11;
+
+const MSIX_CTRL_ENABLE: u16 = 1 << 15;
+const MSIX_CTRL_FUNCTION_MASK: u16 = 1 << 14;
+const COMMAND_MEMORY: u16 = 1 << 1;
+const COMMAND_BUS_MASTER: u16 = 1 << 2;
+
+/// Reads a little-endian u32 from config space as the guest sees it.
+pub fn config_read_u32(dev: &PassthroughDevice, offset: u16) -> u32 {
+    let mut b = [0u8; 4];
+    dev.config_read(offset, &mut b);
+    u32::from_le_bytes(b)
+}
+
+/// Reads a little-endian u16 from config space as the guest sees it.
+pub fn config_read_u16(dev: &PassthroughDevice, offset: u16) -> u16 {
+    let mut b = [0u8; 2];
+    dev.config_read(offset, &mut b);
+    u16::from_le_bytes(b)
+}
+
+/// Walks the standard capability list the guest sees and returns the offset of capability `id`.
+/// Stops after 48 hops so a looping list cannot hang the walk.
+pub fn find_capability(dev: &PassthroughDevice, id: u8) -> Option<u16> {
+    let mut b = [0u8; 1];
+    dev.config_read(0x34, &mut b);
+    let mut ptr = u16::from(b[0] & !3);
+    for _ in 0..48 {
+        if ptr < 0x40 {
+            return None;
+        }
+        let mut hdr = [0u8; 2];
+        dev.config_read(ptr, &mut hdr);
+        if hdr[0] == id {
+            return Some(ptr);
+        }
+        ptr = u16::from(hdr[1] & !3);
+    }
+    None
+}
+
+/// One BAR as the scripted firmware placed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlacedBar {
+    /// BAR index.
+    pub index: u8,
+    /// Guest address the firmware wrote.
+    pub address: u64,
+    /// Size found with the sizing protocol.
+    pub size: u64,
+    /// Whether the BAR decodes I/O space.
+    pub io: bool,
+}
+
+/// Sizes every BAR with the all-ones protocol and places memory BARs upwards from
+/// `*next_mmio` (each aligned to its size, at least 4 KiB apart unless `pack` is set, in which
+/// case sub-page BARs may share a page) and I/O BARs from `*next_pio`; then sets COMMAND.Memory,
+/// COMMAND.IO and Bus Master, like firmware followed by a driver's `pci_enable_device`.
+pub fn place_bars(
+    dev: &mut PassthroughDevice,
+    next_mmio: &mut u64,
+    next_pio: &mut u64,
+    pack: bool,
+) -> Vec<PlacedBar> {
+    let mut placed = Vec::new();
+    let mut index = 0u8;
+    while index < 6 {
+        let off = 0x10 + 4 * u16::from(index);
+        let orig = config_read_u32(dev, off);
+        dev.config_write(off, &u32::MAX.to_le_bytes());
+        let probe = config_read_u32(dev, off);
+        let io = orig & 1 == 1;
+        let is64 = !io && (orig >> 1) & 3 == 2;
+        let mut mask = if io {
+            u64::from(probe & !3) | 0xffff_0000
+        } else {
+            u64::from(probe & !0xf) | 0xffff_ffff_0000_0000
+        };
+        if is64 {
+            dev.config_write(off + 4, &u32::MAX.to_le_bytes());
+            let hi = config_read_u32(dev, off + 4);
+            mask = (u64::from(hi) << 32) | (mask & 0xffff_ffff);
+        }
+        let size = (!mask).wrapping_add(1);
+        if probe == 0 || size == 0 {
+            dev.config_write(off, &orig.to_le_bytes());
+            index += 1;
+            continue;
+        }
+        let cursor = if io { &mut *next_pio } else { &mut *next_mmio };
+        let align = if io || pack { size } else { size.max(4096) };
+        let addr = cursor.div_ceil(align) * align;
+        *cursor = addr + if io || pack { size } else { size.max(4096) };
+        dev.config_write(off, &((addr as u32) | (orig & 0xf)).to_le_bytes());
+        if is64 {
+            dev.config_write(off + 4, &((addr >> 32) as u32).to_le_bytes());
+        }
+        placed.push(PlacedBar {
+            index,
+            address: addr,
+            size,
+            io,
+        });
+        index += if is64 { 2 } else { 1 };
+    }
+    let cmd = config_read_u16(dev, 0x04) | COMMAND_MEMORY | COMMAND_BUS_MASTER | 1;
+    dev.config_write(0x04, &cmd.to_le_bytes());
+    placed
+}
+
+/// The MSI message the scripted guest programs into vector `vector` of device `device`:
+/// an x86 LAPIC address spread over a few destination IDs, and a distinct data value.
+pub fn message_for(device: usize, vector: u16) -> (u64, u32) {
+    let dest = (device as u64 + u64::from(vector)) % 8;
+    (
+        0xfee0_0000 | (dest << 12),
+        0x4000 | ((device as u32 & 0x3f) << 8) | u32::from(vector & 0xff),
+    )
+}
+
+/// What [`program_msix`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MsixProgram {
+    /// Offset of the MSI-X capability.
+    pub capability: u16,
+    /// Number of vectors the table has.
+    pub vectors: u16,
+    /// Guest address of the table.
+    pub table_address: u64,
+    /// Guest address of the PBA.
+    pub pba_address: u64,
+}
+
+/// Guest address of BAR `bir` as config space reads back.
+fn bar_address(dev: &PassthroughDevice, bir: u8) -> u64 {
+    let off = 0x10 + 4 * u16::from(bir);
+    let lo = config_read_u32(dev, off);
+    if lo & 1 == 1 {
+        return u64::from(lo & !3);
+    }
+    let mut addr = u64::from(lo & !0xf);
+    if (lo >> 1) & 3 == 2 && bir < 5 {
+        addr |= u64::from(config_read_u32(dev, off + 4)) << 32;
+    }
+    addr
+}
+
+/// Writes `data` at guest address `addr`, routed to the device like a VMM bus would: the
+/// `base` argument is the address of the BAR that contains `addr`.
+fn mmio_write_at(dev: &mut PassthroughDevice, bar_base: u64, addr: u64, data: &[u8]) {
+    dev.mmio_write(MmioAddress(bar_base), addr - bar_base, data);
+}
+
+/// Programs MSI-X like Linux's `msix_capability_init` followed by `request_irq` per vector:
+/// enable with the function masked, write every entry (still masked), clear the function
+/// mask, then unmask each vector for which `unmask(vector)` is true. Returns `None` if the
+/// device has no MSI-X capability or its table BAR is not placed.
+pub fn program_msix(
+    dev: &mut PassthroughDevice,
+    device: usize,
+    unmask: impl Fn(u16) -> bool,
+) -> Option<MsixProgram> {
+    let cap = find_capability(dev, CAP_ID_MSIX)?;
+    let ctrl = config_read_u16(dev, cap + 2);
+    let vectors = (ctrl & 0x7ff) + 1;
+    let table = config_read_u32(dev, cap + 4);
+    let pba = config_read_u32(dev, cap + 8);
+    let table_bar = bar_address(dev, (table & 7) as u8);
+    let pba_bar = bar_address(dev, (pba & 7) as u8);
+    if table_bar == 0 {
+        return None;
+    }
+    let table_address = table_bar + u64::from(table & !7);
+    let pba_address = pba_bar + u64::from(pba & !7);
+
+    dev.config_write(
+        cap + 2,
+        &(MSIX_CTRL_ENABLE | MSIX_CTRL_FUNCTION_MASK).to_le_bytes(),
+    );
+    for v in 0..vectors {
+        let (addr, data) = message_for(device, v);
+        let entry = table_address + 16 * u64::from(v);
+        mmio_write_at(dev, table_bar, entry, &(addr as u32).to_le_bytes());
+        mmio_write_at(
+            dev,
+            table_bar,
+            entry + 4,
+            &((addr >> 32) as u32).to_le_bytes(),
+        );
+        mmio_write_at(dev, table_bar, entry + 8, &data.to_le_bytes());
+    }
+    dev.config_write(cap + 2, &MSIX_CTRL_ENABLE.to_le_bytes());
+    for v in 0..vectors {
+        if unmask(v) {
+            let ctrl = table_address + 16 * u64::from(v) + 12;
+            mmio_write_at(dev, table_bar, ctrl, &0u32.to_le_bytes());
+        }
+    }
+    Some(MsixProgram {
+        capability: cap,
+        vectors,
+        table_address,
+        pba_address,
+    })
+}

@@ -1,0 +1,329 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The host side of a device's MSI or MSI-X vectors: for each vector an irqfd (bound to its
+//! KVM route), a userspace eventfd (where the VFIO trigger points while the vector is masked
+//! or has no KVM route), its route handle, and the trigger cache in front of
+//! `VFIO_DEVICE_SET_IRQS`.
+//!
+//! Rules this module keeps:
+//! * A vector holds a route (and so a GSI) only once it has been unmasked with a valid message
+//!   (lazy rule of `irq-routing`); once routed, masking keeps the route and its irqfd, and only
+//!   the VFIO trigger moves to the userspace eventfd.
+//! * Route changes of one operation run inside one [`RouteBatch`](irq_routing::RouteBatch)
+//!   (unless the strategy is per-vector), nested in the caller's batch if it holds one.
+//! * Triggers go through a cache: a vector already pointing at the wanted fd costs nothing; when
+//!   several vectors change at once they are all set with one SET_IRQS.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use irq_routing::{MsiMessage, RouteId, RouteState, Router};
+use vfio_core::{IrqSet, MsixTriggers, VfioDevice};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::stats::DeviceStats;
+use crate::{Error, Result, Strategy};
+
+/// What the guest wants for one vector right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Wanted {
+    /// Masked by its own bit or the function mask.
+    pub masked: bool,
+    /// The message programmed.
+    pub msg: MsiMessage,
+}
+
+/// A message KVM can route: a non-zero address.
+pub(crate) fn valid(msg: &MsiMessage) -> bool {
+    msg.address != 0
+}
+
+struct Slot {
+    irqfd: Arc<EventFd>,
+    user: EventFd,
+    route: Option<RouteId>,
+    routed_msg: Option<MsiMessage>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("irqfd", &self.irqfd.as_raw_fd())
+            .field("user", &self.user.as_raw_fd())
+            .field("route", &self.route)
+            .finish()
+    }
+}
+
+/// The trigger cache of an index: vfio-core's for MSI-X, a plain one for MSI.
+#[derive(Debug)]
+enum Triggers {
+    Msix(MsixTriggers),
+    Msi {
+        enabled: bool,
+        fds: Vec<Option<RawFd>>,
+    },
+}
+
+/// How a vector that fired while unmasked must be delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Through its irqfd (KVM injects).
+    Kvm,
+    /// No KVM route: the VMM injects this message itself.
+    Userspace(MsiMessage),
+}
+
+/// The vectors of one MSI or MSI-X index.
+#[derive(Debug)]
+pub(crate) struct VectorSet {
+    slots: Vec<Slot>,
+    triggers: Triggers,
+}
+
+fn eventfd() -> Result<EventFd> {
+    EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)
+}
+
+impl VectorSet {
+    /// Vectors for the MSI-X index (`cache` from vfio-core) or the MSI index (`cache` None).
+    pub(crate) fn new(count: u16, cache: Option<MsixTriggers>) -> Result<Self> {
+        let mut slots = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            slots.push(Slot {
+                irqfd: Arc::new(eventfd()?),
+                user: eventfd()?,
+                route: None,
+                routed_msg: None,
+            });
+        }
+        let triggers = match cache {
+            Some(c) => Triggers::Msix(c),
+            None => Triggers::Msi {
+                enabled: false,
+                fds: vec![None; usize::from(count)],
+            },
+        };
+        Ok(VectorSet { slots, triggers })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The irqfd of `vector` (bound to its GSI once routed).
+    pub(crate) fn irqfd(&self, vector: u16) -> Option<&EventFd> {
+        self.slots.get(usize::from(vector)).map(|s| &*s.irqfd)
+    }
+
+    /// The userspace eventfd of `vector`.
+    pub(crate) fn user_eventfd(&self, vector: u16) -> Option<&EventFd> {
+        self.slots.get(usize::from(vector)).map(|s| &s.user)
+    }
+
+    /// The route of `vector`, if it holds one.
+    pub(crate) fn route(&self, vector: u16) -> Option<RouteId> {
+        self.slots.get(usize::from(vector)).and_then(|s| s.route)
+    }
+
+    /// The fd the VFIO trigger of `vector` points at, as the cache knows it.
+    pub(crate) fn trigger(&self, vector: u16) -> Option<RawFd> {
+        match &self.triggers {
+            Triggers::Msix(c) => c.trigger(u32::from(vector)),
+            Triggers::Msi { fds, .. } => fds.get(usize::from(vector)).copied().flatten(),
+        }
+    }
+
+    /// Whether `vector` delivers through KVM (its route is staged or routed).
+    pub(crate) fn kvm_path(&self, router: &Router, vector: u16) -> bool {
+        self.route(vector).is_some_and(|id| {
+            matches!(
+                router.route_state(id),
+                Some(RouteState::Staged) | Some(RouteState::Routed { .. })
+            )
+        })
+    }
+
+    /// Gives every vector in `which` that is unmasked with a valid message a route carrying
+    /// its current message, in one batch (per `strategy`). Route failures leave the vector on
+    /// the userspace path and are counted, not returned: the guest's write cannot fail.
+    pub(crate) fn ensure_routes(
+        &mut self,
+        router: &Router,
+        strategy: Strategy,
+        wanted: &[Wanted],
+        which: impl Iterator<Item = u16>,
+        stats: &mut DeviceStats,
+    ) {
+        let batch = strategy.batches_per_device().then(|| router.batch());
+        for v in which {
+            let (Some(slot), Some(w)) = (
+                self.slots.get_mut(usize::from(v)),
+                wanted.get(usize::from(v)),
+            ) else {
+                continue;
+            };
+            if w.masked || !valid(&w.msg) {
+                continue;
+            }
+            // A route that fell back to userspace is retried: remove it, add it again.
+            if let Some(id) = slot.route {
+                if matches!(
+                    router.route_state(id),
+                    Some(RouteState::Userspace(_)) | None
+                ) {
+                    let _ = router.remove_route(id);
+                    slot.route = None;
+                    slot.routed_msg = None;
+                }
+            }
+            match slot.route {
+                None => match router.add_msi_route(w.msg, Some(slot.irqfd.clone())) {
+                    Ok(id) => {
+                        slot.route = Some(id);
+                        slot.routed_msg = Some(w.msg);
+                    }
+                    Err(_) => stats.route_failures += 1,
+                },
+                Some(id) if slot.routed_msg != Some(w.msg) => {
+                    match router.update_msi_route(id, w.msg) {
+                        Ok(()) => slot.routed_msg = Some(w.msg),
+                        Err(_) => stats.route_failures += 1,
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(b) = batch {
+            if b.commit().is_err() {
+                stats.route_failures += 1;
+            }
+        }
+    }
+
+    /// Removes every route (one batch per `strategy`). The eventfds stay for the next enable.
+    pub(crate) fn release_routes(&mut self, router: &Router, strategy: Strategy) {
+        let batch = strategy.batches_per_device().then(|| router.batch());
+        for slot in &mut self.slots {
+            if let Some(id) = slot.route.take() {
+                let _ = router.remove_route(id);
+            }
+            slot.routed_msg = None;
+        }
+        if let Some(b) = batch {
+            let _ = b.commit();
+        }
+    }
+
+    /// The fd each vector's trigger should point at.
+    fn wanted_fds(&self, router: &Router, wanted: &[Wanted]) -> Vec<Option<RawFd>> {
+        (0..self.slots.len())
+            .map(|i| {
+                let v = u16::try_from(i).unwrap_or(u16::MAX);
+                let slot = self.slots.get(i)?;
+                let masked = wanted.get(i).is_none_or(|w| w.masked);
+                Some(if !masked && self.kvm_path(router, v) {
+                    slot.irqfd.as_raw_fd()
+                } else {
+                    slot.user.as_raw_fd()
+                })
+            })
+            .collect()
+    }
+
+    fn enabled(&self) -> bool {
+        match &self.triggers {
+            Triggers::Msix(c) => c.is_enabled(),
+            Triggers::Msi { enabled, .. } => *enabled,
+        }
+    }
+
+    /// Points every vector's trigger where it belongs. Index disabled: one SET_IRQS enables
+    /// all vectors. Enabled: nothing if no vector changes, one per-vector call if one does,
+    /// one SET_IRQS for all vectors if several do.
+    pub(crate) fn sync_triggers(
+        &mut self,
+        dev: &dyn VfioDevice,
+        router: &Router,
+        wanted: &[Wanted],
+        stats: &mut DeviceStats,
+    ) -> Result<()> {
+        let fds = self.wanted_fds(router, wanted);
+        let changed: Vec<usize> = (0..fds.len())
+            .filter(|&i| {
+                let v = u16::try_from(i).unwrap_or(u16::MAX);
+                self.trigger(v) != fds.get(i).copied().flatten()
+            })
+            .collect();
+        if self.enabled() && changed.is_empty() {
+            return Ok(());
+        }
+        let single = match changed.as_slice() {
+            [one] if self.enabled() => Some(*one),
+            _ => None,
+        };
+        stats.set_irqs_calls += 1;
+        let res = match (&mut self.triggers, single) {
+            (Triggers::Msix(c), Some(i)) => c
+                .set_trigger(dev, i as u32, fds.get(i).copied().flatten())
+                .map(|_| ()),
+            (Triggers::Msix(c), None) => c.enable_all(dev, &fds),
+            (
+                Triggers::Msi {
+                    enabled,
+                    fds: cached,
+                },
+                _,
+            ) => {
+                let set = IrqSet::eventfds(vfio_core::info::MSI_IRQ_INDEX, 0, fds.clone());
+                dev.set_irqs(&set).map(|()| {
+                    *enabled = true;
+                    *cached = fds;
+                })
+            }
+        };
+        res.map_err(Error::SetIrqs)
+    }
+
+    /// Disables the index on the device (one SET_IRQS) if it is enabled.
+    pub(crate) fn disable(&mut self, dev: &dyn VfioDevice, stats: &mut DeviceStats) -> Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        stats.set_irqs_calls += 1;
+        match &mut self.triggers {
+            Triggers::Msix(c) => c.disable(dev),
+            Triggers::Msi { enabled, fds } => dev
+                .set_irqs(&IrqSet::disable(vfio_core::info::MSI_IRQ_INDEX))
+                .map(|()| {
+                    *enabled = false;
+                    fds.iter_mut().for_each(|f| *f = None);
+                }),
+        }
+        .map_err(Error::SetIrqs)
+    }
+
+    /// How `vector` must be delivered now that it is unmasked.
+    pub(crate) fn delivery(&self, router: &Router, vector: u16, msg: MsiMessage) -> Delivery {
+        if self.kvm_path(router, vector) {
+            Delivery::Kvm
+        } else {
+            Delivery::Userspace(msg)
+        }
+    }
+
+    /// Signals `vector`'s irqfd, so KVM injects its route's message.
+    pub(crate) fn kick_irqfd(&self, vector: u16) -> bool {
+        self.slots
+            .get(usize::from(vector))
+            .is_some_and(|s| s.irqfd.write(1).is_ok())
+    }
+
+    /// Reads (and resets) `vector`'s userspace eventfd; returns how many signals it held.
+    pub(crate) fn drain_user(&self, vector: u16) -> u64 {
+        self.slots
+            .get(usize::from(vector))
+            .and_then(|s| s.user.read().ok())
+            .unwrap_or(0)
+    }
+}
