@@ -179,11 +179,8 @@ impl MsixTriggers {
             }
             return Ok(TriggerUpdate::Set);
         }
-        // NORESIZE: (re-)enable with every vector up to this one.
-        let regrow = self.enabled;
-        if regrow {
-            self.disable(device)?;
-        }
+        // NORESIZE: (re-)enable with every vector up to this one, keeping the fds the lower
+        // vectors had before the disable.
         let mut fds: Vec<Option<RawFd>> = self
             .slots
             .iter()
@@ -195,6 +192,10 @@ impl MsixTriggers {
             .collect();
         if let Some(last) = fds.last_mut() {
             *last = fd;
+        }
+        let regrow = self.enabled;
+        if regrow {
+            self.disable(device)?;
         }
         self.enable_all(device, &fds)?;
         Ok(if regrow {

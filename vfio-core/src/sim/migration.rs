@@ -176,7 +176,7 @@ impl MigSim {
                     std::os::fd::OwnedFd::from(user),
                 )));
             }
-            (S::PreCopyP2p, S::StopCopy) => {
+            (S::PreCopy | S::PreCopyP2p, S::StopCopy) => {
                 if let Some(saving) = &self.saving {
                     saving.user.set_nonblocking(false)?;
                 }
