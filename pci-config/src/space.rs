@@ -417,7 +417,7 @@ mod tests {
         cs.set_physical(0x06, &[0x10, 0xf9]).unwrap(); // cap list + all error bits
                                                        // Status: write 1 to bit 15 only; bit 4 is read-only.
         let fx = cs.write(0x06, &[0xff, 0x80]).unwrap();
-        assert_eq!(cs.read_u16(0x06).unwrap(), 0x7910 & !0x00);
+        assert_eq!(cs.read_u16(0x06).unwrap(), 0x7910);
         assert_eq!(fx.forward.map(|f| f.data), Some(vec![0xff, 0x80]));
         // Command: only the default writable bits stick.
         cs.write(0x04, &[0xff, 0xff]).unwrap();
