@@ -127,7 +127,7 @@ impl PassthroughDevice {
             Some(cap) => Some(VectorSet::new(1u16 << cap.mmc, None)?),
             None => None,
         };
-        Ok(PassthroughDevice {
+        let mut device = PassthroughDevice {
             opts,
             dev,
             router: vm.router.clone(),
@@ -140,7 +140,10 @@ impl PassthroughDevice {
             bars,
             userspace_msgs: Vec::new(),
             stats: DeviceStats::default(),
-        })
+        };
+        // After reset INTx is live (Interrupt Disable clear) if the device has a pin.
+        device.update_irq_mode();
+        Ok(device)
     }
 
     /// The VMM's id of this device.

@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Guest-hostile input: each case has a defined outcome, asserted here.
+
+#![cfg(feature = "sim")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use vfio_core::sim::SimDevice;
+use vm_device::bus::MmioAddress;
+use vm_device::MutDeviceMmio;
+use vmm_glue::scripted_guest::{self, config_read_u16, config_read_u32, find_capability};
+use vmm_glue::{DeviceOptions, IrqMode, PassthroughDevice, Strategy};
+
+use common::{device, msix_sim, vm};
+
+#[test]
+fn misaligned_odd_sized_and_out_of_range_table_writes_are_ignored() {
+    let vm = vm();
+    let sim = msix_sim(4);
+    let mut dev = device(&vm, &sim, 0, Strategy::PerDevice);
+    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
+    scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
+    let prog = scripted_guest::program_msix(&mut dev, 0, |_| true).unwrap();
+    let bar = dev.bar_address(0).unwrap();
+    let table = dev.msix_table().unwrap().clone();
+    let commits = vm.router.stats().commits;
+    let set_irqs = sim.counters().set_irqs;
+    let ignored = dev.stats().ignored_mmio;
+    let t = prog.table_address - bar;
+    let hostile: &[(u64, usize)] = &[
+        (t + 1, 4),          // misaligned dword
+        (t + 4, 8),          // misaligned qword
+        (t + 2, 2),          // word access
+        (t + 12, 1),         // byte access to vector control
+        (t + 4 * 16 - 4, 8), // straddles the end of the table
+    ];
+    for &(off, len) in hostile {
+        dev.mmio_write(MmioAddress(bar), off, &vec![0u8; len]);
+        let mut buf = vec![0xaau8; len];
+        dev.mmio_read(MmioAddress(bar), off, &mut buf);
+        assert!(buf.iter().all(|b| *b == 0), "read at {off:#x}/{len}");
+    }
+    // The PBA is read-only.
+    dev.mmio_write(MmioAddress(bar), prog.pba_address - bar, &[0xff; 8]);
+    assert_eq!(dev.msix_table().unwrap(), &table);
+    assert_eq!(vm.router.stats().commits, commits);
+    assert_eq!(sim.counters().set_irqs, set_irqs);
+    assert_eq!(dev.stats().ignored_mmio, ignored + hostile.len() as u64 + 1);
+    // An access outside every BAR of the device is dropped and reads zero.
+    let mut buf = [0xaa; 4];
+    dev.mmio_read(MmioAddress(0x1000), 0, &mut buf);
+    assert_eq!(buf, [0; 4]);
+}
+
+#[test]
+fn read_only_and_emulated_config_bits_do_not_change() {
+    let vm = vm();
+    let sim = msix_sim(4);
+    let mut dev = device(&vm, &sim, 0, Strategy::PerDevice);
+    assert_eq!(dev.irq_mode(), IrqMode::Intx);
+    let vendor = config_read_u32(&dev, 0);
+    dev.config_write(0, &0xdead_beefu32.to_le_bytes());
+    assert_eq!(config_read_u32(&dev, 0), vendor);
+    let cap = find_capability(&dev, scripted_guest::CAP_ID_MSIX).unwrap();
+    let ctrl = config_read_u16(&dev, cap + 2);
+    let table = config_read_u32(&dev, cap + 4);
+    let pba = config_read_u32(&dev, cap + 8);
+    // Table size, table BIR/offset and PBA BIR/offset are read-only.
+    dev.config_write(cap + 2, &0x07ffu16.to_le_bytes());
+    dev.config_write(cap + 4, &0xffff_ffffu32.to_le_bytes());
+    dev.config_write(cap + 8, &0u32.to_le_bytes());
+    assert_eq!(config_read_u16(&dev, cap + 2) & 0x7ff, ctrl & 0x7ff);
+    assert_eq!(config_read_u32(&dev, cap + 4), table);
+    assert_eq!(config_read_u32(&dev, cap + 8), pba);
+    // The capability pointer cannot be redirected.
+    let ptr = config_read_u16(&dev, 0x34);
+    dev.config_write(0x34, &[0x80]);
+    assert_eq!(config_read_u16(&dev, 0x34), ptr);
+    // Ill-formed config accesses are ignored and read as all ones.
+    dev.config_write(cap + 1, &[0u8; 4]);
+    dev.config_write(0x1000, &[0u8; 1]);
+    assert_eq!(dev.stats().ignored_config_accesses, 2);
+    let mut b = [0u8; 4];
+    dev.config_read(2, &mut b);
+    assert_eq!(b, [0xff; 4]);
+    // Nothing of the emulated MSI-X capability reached the device's interrupts.
+    assert_eq!(sim.counters().set_irqs, 0);
+    assert_eq!(dev.irq_mode(), IrqMode::Intx);
+}
+
+#[test]
+fn msi_and_msix_enabled_together_refuses_the_second() {
+    let vm = vm();
+    let sim = msix_sim(4);
+    let mut dev = device(&vm, &sim, 0, Strategy::PerDevice);
+    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
+    scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
+    scripted_guest::program_msix(&mut dev, 0, |_| true).unwrap();
+    assert_eq!(dev.irq_mode(), IrqMode::Msix);
+    let set_irqs = sim.counters().set_irqs;
+    let msi = find_capability(&dev, scripted_guest::CAP_ID_MSI).unwrap();
+    dev.config_write(msi + 2, &1u16.to_le_bytes());
+    assert_eq!(
+        config_read_u16(&dev, msi + 2) & 1,
+        0,
+        "MSI enable must read back 0"
+    );
+    assert_eq!(dev.irq_mode(), IrqMode::Msix);
+    assert_eq!(dev.stats().refused_enables, 1);
+    assert_eq!(sim.counters().set_irqs, set_irqs);
+    assert_eq!(
+        sim.active_irq_index(),
+        Some(vfio_core::info::MSIX_IRQ_INDEX)
+    );
+
+    // The other way round: MSI first, then MSI-X is refused.
+    let sim2 = msix_sim(4);
+    let mut dev2 = device(&vm, &sim2, 1, Strategy::PerDevice);
+    dev2.config_write(msi + 4, &0xfee0_0000u32.to_le_bytes());
+    dev2.config_write(msi + 2, &1u16.to_le_bytes());
+    assert_eq!(dev2.irq_mode(), IrqMode::Msi);
+    let msix = find_capability(&dev2, scripted_guest::CAP_ID_MSIX).unwrap();
+    dev2.config_write(msix + 2, &0x8000u16.to_le_bytes());
+    assert_eq!(config_read_u16(&dev2, msix + 2) & 0x8000, 0);
+    assert_eq!(dev2.irq_mode(), IrqMode::Msi);
+    assert_eq!(
+        sim2.active_irq_index(),
+        Some(vfio_core::info::MSI_IRQ_INDEX)
+    );
+}
+
+fn sub_page_sim() -> Arc<SimDevice> {
+    Arc::new(
+        SimDevice::builder(0x1af4, 0x1041)
+            .bar(0, pci_config::BarKind::Mem32, 0x100, false)
+            .sub_page_mmap(true)
+            .build()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn bar_moved_onto_another_devices_page_traps_both_until_it_leaves() {
+    let vm = vm();
+    let mk = |id: u32, host: u64| {
+        let opts = DeviceOptions {
+            id,
+            host_bar_addresses: [host, 0, 0, 0, 0, 0],
+            ..DeviceOptions::default()
+        };
+        PassthroughDevice::new(sub_page_sim(), &vm.res, opts).unwrap()
+    };
+    let mut a = mk(1, 0xe000_0000);
+    let mut b = mk(2, 0xe000_1000);
+    let (mut pio, mut mmio_a, mut mmio_b) = (0x1000u64, 0xc000_0000u64, 0xc000_1000u64);
+    scripted_guest::place_bars(&mut a, &mut mmio_a, &mut pio, false);
+    scripted_guest::place_bars(&mut b, &mut mmio_b, &mut pio, false);
+    assert!(a.is_bar_mapped(0) && b.is_bar_mapped(0));
+
+    // B's BAR moves into the rest of A's page.
+    b.config_write(0x10, &0xc000_0800u32.to_le_bytes());
+    assert_eq!(b.bar_address(0), Some(0xc000_0800));
+    assert!(!a.is_bar_mapped(0), "A's page is shared now");
+    assert!(!b.is_bar_mapped(0));
+    let unmaps = b
+        .take_map_changes()
+        .into_iter()
+        .filter(|c| matches!(c, bar_mmap::MapChange::Unmap(_)))
+        .count();
+    assert_eq!(unmaps, 2);
+    // Trapped accesses still reach the right device.
+    a.mmio_write(
+        MmioAddress(0xc000_0000),
+        0x10,
+        &0x1234_5678u32.to_le_bytes(),
+    );
+    b.mmio_write(
+        MmioAddress(0xc000_0800),
+        0x10,
+        &0x9abc_def0u32.to_le_bytes(),
+    );
+    let mut buf = [0u8; 4];
+    a.mmio_read(MmioAddress(0xc000_0000), 0x10, &mut buf);
+    assert_eq!(u32::from_le_bytes(buf), 0x1234_5678);
+    b.mmio_read(MmioAddress(0xc000_0800), 0x10, &mut buf);
+    assert_eq!(u32::from_le_bytes(buf), 0x9abc_def0);
+
+    // B moves away: both pages are exclusive again.
+    b.config_write(0x10, &0xc000_2000u32.to_le_bytes());
+    assert!(a.is_bar_mapped(0) && b.is_bar_mapped(0));
+}
