@@ -148,6 +148,12 @@ impl SimDevice {
         SimDeviceBuilder::new(vendor, device)
     }
 
+    /// Start describing a device from a config space (for example a parsed `lspci -x` dump);
+    /// see [`SimDeviceBuilder::from_config_space`].
+    pub fn from_config_space_builder(space: ConfigSpace) -> SimDeviceBuilder {
+        SimDeviceBuilder::from_config_space(space)
+    }
+
     fn from_parts(b: SimDeviceBuilder, mut cs: ConfigSpace) -> Result<SimDevice> {
         let bad = |_| Error::SimConfig("config space write out of range");
         // MSI: its vector count, and the guest-writable control bits (enable, MME) and
