@@ -202,6 +202,32 @@ impl ConfigSpace {
         Ok(())
     }
 
+    /// The kind and prefetchable flag that BAR register `index` advertises in its read-only
+    /// low bits (as in a dump of a real device), for passing to [`ConfigSpace::define_bar`]
+    /// together with the size the device reports. Index [`ROM_INDEX`] is always
+    /// [`BarKind::Rom`].
+    pub fn advertised_bar_kind(&self, index: u8) -> Result<(BarKind, bool)> {
+        let reg = self.bar_register(index)?;
+        if index == ROM_INDEX {
+            return Ok((BarKind::Rom, false));
+        }
+        let low = self.read_u32(reg)?;
+        if low & 1 == 1 {
+            return Ok((BarKind::Io, false));
+        }
+        let kind = match (low >> 1) & 3 {
+            0 => BarKind::Mem32,
+            2 => BarKind::Mem64,
+            _ => {
+                return Err(Error::InvalidBar {
+                    index,
+                    reason: "reserved memory type in the register",
+                })
+            }
+        };
+        Ok((kind, low & 8 != 0))
+    }
+
     /// The defined BAR at `index`, with its current address; `None` if not defined (or the
     /// upper half of a 64-bit BAR).
     pub fn bar(&self, index: u8) -> Option<Bar> {
@@ -366,6 +392,22 @@ mod tests {
         assert!(bad(cs.define_bar(1, BarKind::Mem32, 0x1000, false)));
         cs.set_physical(crate::regs::HEADER_TYPE, &[1]).unwrap();
         assert!(bad(cs.define_bar(2, BarKind::Mem32, 0x1000, false)));
+    }
+
+    #[test]
+    fn advertised_kind_is_read_from_the_register() {
+        let mut cs = ConfigSpace::new_conventional();
+        cs.set_physical(0x10, &[0x0c, 0, 0, 0xfe]).unwrap();
+        cs.set_physical(0x18, &[0x01, 0xc0, 0, 0]).unwrap();
+        cs.set_physical(0x1c, &[0x02, 0, 0, 0]).unwrap();
+        assert_eq!(cs.advertised_bar_kind(0).unwrap(), (BarKind::Mem64, true));
+        assert_eq!(cs.advertised_bar_kind(2).unwrap(), (BarKind::Io, false));
+        assert_eq!(cs.advertised_bar_kind(4).unwrap(), (BarKind::Mem32, false));
+        assert!(cs.advertised_bar_kind(3).is_err());
+        assert_eq!(
+            cs.advertised_bar_kind(ROM_INDEX).unwrap(),
+            (BarKind::Rom, false)
+        );
     }
 
     #[test]
