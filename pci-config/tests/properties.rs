@@ -172,3 +172,47 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Sizing: after writing all-ones, a driver decodes the defined size from the read-back
+    /// value; flag bits never change under any write.
+    #[test]
+    fn bar_sizing_reads_back_the_size(
+        index in 0u8..5,
+        kind in 0usize..3,
+        log2 in 4u32..40,
+        prefetchable in any::<bool>(),
+        writes in prop::collection::vec((0usize..8, any::<u32>()), 0..8),
+    ) {
+        use pci_config::BarKind;
+        let (kind, log2, prefetchable) = match kind {
+            0 => (BarKind::Mem32, log2.min(31), prefetchable),
+            1 => (BarKind::Mem64, log2, prefetchable),
+            _ => (BarKind::Io, log2.clamp(2, 8), false),
+        };
+        let size = 1u64 << log2;
+        let mut cs = ConfigSpace::new_conventional();
+        cs.define_bar(index, kind, size, prefetchable).unwrap();
+        let reg = 0x10 + 4 * usize::from(index);
+        let flags_before = cs.read_u32(reg).unwrap() & if kind == BarKind::Io { 0x3 } else { 0xf };
+        for (dword, value) in writes {
+            cs.write(0x10 + 4 * (dword % 6), &value.to_le_bytes()).unwrap();
+        }
+        cs.write(reg, &[0xff; 4]).unwrap();
+        let low = cs.read_u32(reg).unwrap();
+        let flag_bits = if kind == BarKind::Io { 0x3 } else { 0xf };
+        prop_assert_eq!(low & flag_bits, flags_before);
+        let decoded = if kind == BarKind::Mem64 {
+            cs.write(reg + 4, &[0xff; 4]).unwrap();
+            let high = u64::from(cs.read_u32(reg + 4).unwrap());
+            (!((high << 32) | u64::from(low & !flag_bits))).wrapping_add(1)
+        } else {
+            let mask = if kind == BarKind::Io { 0xffffu32 } else { u32::MAX };
+            u64::from((!(low & !flag_bits) & mask).wrapping_add(1))
+        };
+        prop_assert_eq!(decoded, size);
+        prop_assert_eq!(cs.bar(index).map(|b| b.size), Some(size));
+    }
+}
