@@ -15,13 +15,15 @@
 //! * [`migration`]: save and restore in QEMU's order, [`restore_all`] with one VM-wide commit,
 //!   [`StagedRestore`] for switchover.
 //! * [`strategy`]: the commit [`Strategy`] the benchmark compares.
-//! * `scripted_guest` (feature `sim`): a guest driver that programs MSI-X through config and
-//!   MMIO writes only.
+//! * [`scripted_guest`]: a guest driver that programs MSI-X through config and MMIO writes
+//!   only, for tests and the `bench-msix` benchmark.
 //!
 //! # Example
 //!
-#![cfg_attr(feature = "sim", doc = "```")]
-#![cfg_attr(not(feature = "sim"), doc = "```ignore")]
+//! (The simulated device and the in-memory router come from `vfio-core/sim` and
+//! `irq-routing/test-utils`; a VMM uses a kernel device and `KvmBackend`.)
+//!
+//! ```
 //! use std::sync::Arc;
 //! use bar_mmap::{HostResourceSpace, PageSize};
 //! use irq_routing::{MemoryBackend, Router};
@@ -68,7 +70,6 @@ pub mod irq_mode;
 pub mod migration;
 pub mod mmio;
 pub mod msix;
-#[cfg(feature = "sim")]
 pub mod scripted_guest;
 mod stats;
 pub mod strategy;

@@ -2,7 +2,6 @@
 
 //! Guest-hostile input: each case has a defined outcome, asserted here.
 
-#![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

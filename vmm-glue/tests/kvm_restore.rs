@@ -3,7 +3,7 @@
 //! Eight simulated VFs x 65 MSI-X vectors on one real KVM VM: a scripted guest programs
 //! MSI-X, every device is saved, and all are restored into a fresh VM in one VM-wide batch.
 
-#![cfg(all(feature = "sim", feature = "kvm"))]
+#![cfg(feature = "kvm")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::os::fd::AsRawFd;
