@@ -3,6 +3,7 @@
 //! The workspace's build system: `cargo xtask <command>`.
 
 mod bench;
+mod fuzz;
 
 use std::process::{Command, ExitCode};
 
@@ -18,8 +19,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench-msix") => bench::run(args.get(1..).unwrap_or_default()),
+        Some("fuzz") => fuzz::run(args.get(1..).unwrap_or_default()),
         _ => {
-            eprint!("{USAGE}");
+            eprint!("{USAGE}{}", fuzz::USAGE);
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,9 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Fuzz target `migration_stream`: see `passthrough_fuzz::migration_ops`.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| passthrough_fuzz::migration_ops::run(data));
