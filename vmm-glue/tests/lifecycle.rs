@@ -180,3 +180,44 @@ fn staged_restore_commits_only_the_difference_at_switchover() {
     assert_eq!(report.set_irqs_per_device, vec![0, 1]);
     assert_eq!(devs[1].save(), finals[1]);
 }
+
+#[test]
+fn a_vmm_bus_routes_table_writes_to_the_device() {
+    use std::sync::{Arc, Mutex};
+    use vm_device::bus::MmioRange;
+    use vm_device::device_manager::{IoManager, MmioManager};
+
+    let vm = vm();
+    let sim = msix_sim(4);
+    let mut dev = device(&vm, &sim, 0, Strategy::PerDevice);
+    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
+    let placed = scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
+    let bar = placed[0];
+    let cap = scripted_guest::find_capability(&dev, scripted_guest::CAP_ID_MSIX).unwrap();
+    dev.config_write(cap + 2, &0x8000u16.to_le_bytes());
+    let shared = Arc::new(Mutex::new(dev));
+    let mut bus = IoManager::new();
+    bus.register_mmio(
+        MmioRange::new(MmioAddress(bar.address), bar.size).unwrap(),
+        shared.clone(),
+    )
+    .unwrap();
+    // Program vector 1 and unmask it, through the bus.
+    let entry = bar.address + 16;
+    bus.mmio_write(MmioAddress(entry), &0xfee0_0000u32.to_le_bytes())
+        .unwrap();
+    bus.mmio_write(MmioAddress(entry + 8), &0x41u32.to_le_bytes())
+        .unwrap();
+    bus.mmio_write(MmioAddress(entry + 12), &0u32.to_le_bytes())
+        .unwrap();
+    let mut data = [0u8; 4];
+    bus.mmio_read(MmioAddress(entry + 8), &mut data).unwrap();
+    assert_eq!(u32::from_le_bytes(data), 0x41);
+    let table = vm.backend.table();
+    assert_eq!(table.len(), 1);
+    assert_eq!(
+        (table[0].msi.address, table[0].msi.data),
+        (0xfee0_0000, 0x41)
+    );
+    assert!(shared.lock().unwrap().msix_route(1).is_some());
+}
