@@ -13,8 +13,8 @@ use crate::route::RouteEntry;
 /// What the router needs from a hypervisor: replace the routing table, and
 /// bind or unbind an irqfd to a GSI.
 ///
-/// Implementations: [`KvmBackend`](crate::KvmBackend) (feature `kvm`) and
-/// [`MemoryBackend`](crate::MemoryBackend) (feature `test-utils`).
+/// Implementations: `KvmBackend` (feature `kvm`) and
+/// `MemoryBackend` (feature `test-utils`).
 pub trait RoutingBackend: Debug + Send + Sync {
     /// The GSIs the router may give to MSI routes. Its length is the route
     /// limit: the backend has already subtracted whatever table entries it

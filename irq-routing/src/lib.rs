@@ -13,8 +13,36 @@
 //! staged irqfds. Owners read each route's [`RouteState`] from a lock-free
 //! snapshot, so MMIO handlers never wait on a commit.
 //!
-//! The hypervisor sits behind [`RoutingBackend`]: [`KvmBackend`] (feature
-//! `kvm`, default) and [`MemoryBackend`] (feature `test-utils`).
+//! The hypervisor sits behind [`RoutingBackend`]: `KvmBackend` (feature
+//! `kvm`, default) and `MemoryBackend` (feature `test-utils`, which also
+//! brings `testing` for tests that need a real VM when `kvm` is on).
+//!
+//! # Rules
+//!
+//! - **One commit per batch.** While any guard from [`Router::batch`] is
+//!   alive (nested, or one VM-wide guard around every device's restore, on
+//!   any thread), additions, updates and removals are staged. When the
+//!   outermost guard ends ([`RouteBatch::commit`] or drop) the table is
+//!   committed once, then pending irqfd detaches and staged irqfd attaches
+//!   are issued. A batch that changed nothing issues nothing.
+//! - **GSIs.** Each route holds a GSI from an `IdAllocator` over the
+//!   backend's [`RoutingBackend::msi_gsi_range`], which keeps the whole table
+//!   inside KVM's `KVM_CAP_IRQ_ROUTING` limit together with the irqchip
+//!   routes. At the limit, [`Router::add_msi_route`] returns
+//!   [`Error::RouteLimit`] and nothing else changes. Routes are meant to be
+//!   held lazily: add one when a vector is enabled and unmasked, remove it
+//!   when it is masked or disabled. A removed route's GSI is reused only
+//!   after the table without it is committed and its irqfd is detached.
+//! - **Failures.** If attaching vector k's irqfd fails, k's GSI is released
+//!   and k reads as [`RouteState::Userspace`]; other routes are unaffected.
+//!   If the backend refuses the table, the previous table stays in force and
+//!   every route the batch added or changed is undone (GSI freed, irqfd
+//!   detached, state `Userspace`), listed in [`Error::Commit`].
+//! - **Hot paths.** [`Router::route_state`], [`Router::route`] and
+//!   [`Router::snapshot`] read an `arc-swap` snapshot and never wait on a
+//!   commit. The snapshot is republished after every operation outside a
+//!   batch and whenever a guard ends; a route added inside a running batch
+//!   reads as [`RouteState::Staged`].
 //!
 //! # Example
 //!
