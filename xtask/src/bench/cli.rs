@@ -19,6 +19,7 @@ options:
   --json FILE    also write the results as JSON
   --svg FILE     where to draw cost per VF vs irqfds already assigned
                  (default target/bench-msix.svg)
+  --only LIST    run only these strategies (comma-separated), e.g. to profile one
   --no-release   measure this build as is; by default an unoptimised build re-runs
                  itself with `cargo run --release` so the library is timed optimised
 ";
@@ -38,6 +39,8 @@ pub struct Options {
     pub svg: PathBuf,
     /// Measure this build even if it is unoptimised.
     pub no_release: bool,
+    /// Strategies to run (all by default).
+    pub only: Vec<super::model::Strategy>,
 }
 
 /// Largest VF x vector product the routing table can take next to the irqchip's routes
@@ -54,6 +57,7 @@ impl Options {
             json: None,
             svg: default_svg_path(),
             no_release: false,
+            only: super::model::Strategy::ALL.to_vec(),
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -80,6 +84,12 @@ impl Options {
                 "--reps" => opts.reps = parse_count(flag, &value()?)?,
                 "--json" => opts.json = Some(PathBuf::from(value()?)),
                 "--svg" => opts.svg = PathBuf::from(value()?),
+                "--only" => {
+                    opts.only = value()?
+                        .split(',')
+                        .map(|s| s.trim().parse().map_err(|e| format!("--only: {e}")))
+                        .collect::<Result<_, String>>()?;
+                }
                 other => return Err(format!("unknown option `{other}`\n{HELP}")),
             }
         }
@@ -143,9 +153,20 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(o.no_release);
+        assert_eq!(o.only.len(), 4);
         assert_eq!((o.vfs, o.vectors, o.reps), (2, 4, 1));
         assert_eq!(o.json.as_deref(), Some(std::path::Path::new("a.json")));
         assert_eq!(o.svg, PathBuf::from("b.svg"));
+    }
+
+    #[test]
+    fn only_selects_strategies() {
+        use super::super::model::Strategy;
+        let o = Options::parse(&args("--only vm_wide,staged"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.only, [Strategy::VmWide, Strategy::Staged]);
+        assert!(Options::parse(&args("--only fast")).is_err());
     }
 
     #[test]

@@ -9,19 +9,30 @@ pub const FIRST_MSI_GSI: u32 = 24;
 /// One MSI-X table entry's message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Message {
-    /// Message address (x86: 0xfee0_0000 | destination APIC id << 12).
+    /// Message address.
     pub address: u64,
-    /// Message data (x86: the vector, fixed delivery, edge).
+    /// Message data.
     pub data: u32,
 }
 
-/// What a guest driver writes into vector `vector` of VF `vf`: spread over eight
-/// destinations, a distinct IDT vector per entry within a VF.
+/// What vmm-glue's scripted guest writes into vector `vector` of VF `vf`.
 pub fn guest_message(vf: u32, vector: u32) -> Message {
-    let dest = u64::from((vf + vector) % 8);
+    let (address, data) = vmm_glue::scripted_guest::message_for(vf as usize, vector as u16);
+    Message { address, data }
+}
+
+/// The address after the guest retargets a vector to the neighbouring destination APIC
+/// (an IRQ balancer's move between precopy and switchover).
+pub fn retargeted(address: u64) -> u64 {
+    address ^ (1 << 12)
+}
+
+/// `guest_message` with the retarget applied.
+pub fn retargeted_message(vf: u32, vector: u32) -> Message {
+    let m = guest_message(vf, vector);
     Message {
-        address: 0xfee0_0000 | (dest << 12),
-        data: 0x30 + (vector % 0xc0),
+        address: retargeted(m.address),
+        data: m.data,
     }
 }
 
@@ -30,12 +41,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_target_the_lapic_window_with_valid_vectors() {
+    fn retargeting_changes_only_the_destination() {
         for vf in 0..8 {
-            for v in 0..2048 {
+            for v in 0..65 {
                 let m = guest_message(vf, v);
-                assert_eq!(m.address & 0xfff0_0000, 0xfee0_0000);
-                assert!((0x30..0xf0).contains(&m.data));
+                let r = retargeted_message(vf, v);
+                assert_ne!(r.address, m.address);
+                assert_eq!(r.address & !0xff000, m.address & !0xff000);
+                assert_eq!(r.data, m.data);
             }
         }
     }

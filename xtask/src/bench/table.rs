@@ -223,13 +223,13 @@ pub fn render(r: &Report) -> String {
         );
         let _ = writeln!(
             o,
-            "{:<44}{:>10}{:>18}",
+            "{:<52}{:>10}{:>18}",
             "how", "SET_IRQS", "vector bindings"
         );
         for g in &r.growth {
             let _ = writeln!(
                 o,
-                "{:<44}{:>10}{:>18}",
+                "{:<52}{:>10}{:>18}",
                 g.label, g.set_irqs_calls, g.vector_bindings
             );
         }

@@ -1,0 +1,342 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Runs `xtask bench-msix` at a tiny size and checks the JSON's shape and counts (never its
+//! times).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A parsed JSON value: just enough of JSON for the bench's output.
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    fn get(&self, key: &str) -> &Json {
+        match self {
+            Json::Obj(fields) => fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| panic!("no key {key:?} in {self:?}")),
+            other => panic!("{key:?} looked up in a non-object {other:?}"),
+        }
+    }
+    fn keys(&self) -> Vec<&str> {
+        match self {
+            Json::Obj(fields) => fields.iter().map(|(k, _)| k.as_str()).collect(),
+            other => panic!("not an object: {other:?}"),
+        }
+    }
+    fn num(&self) -> f64 {
+        match self {
+            Json::Num(n) => *n,
+            other => panic!("not a number: {other:?}"),
+        }
+    }
+    fn count(&self) -> u64 {
+        let n = self.num();
+        assert!(n >= 0.0 && n.fract() == 0.0, "not a count: {n}");
+        n as u64
+    }
+    fn arr(&self) -> &[Json] {
+        match self {
+            Json::Arr(v) => v,
+            other => panic!("not an array: {other:?}"),
+        }
+    }
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn ws(&mut self) {
+        while self.s.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
+            self.i += 1;
+        }
+    }
+    fn eat(&mut self, c: u8) {
+        self.ws();
+        assert_eq!(
+            self.s.get(self.i),
+            Some(&c),
+            "expected {:?} at {}",
+            c as char,
+            self.i
+        );
+        self.i += 1;
+    }
+    fn lit(&mut self, word: &str, v: Json) -> Json {
+        assert!(
+            self.s[self.i..].starts_with(word.as_bytes()),
+            "bad literal at {}",
+            self.i
+        );
+        self.i += word.len();
+        v
+    }
+    fn string(&mut self) -> String {
+        self.eat(b'"');
+        let mut out = String::new();
+        loop {
+            let c = self.s[self.i];
+            self.i += 1;
+            match c {
+                b'"' => return out,
+                b'\\' => {
+                    let e = self.s[self.i];
+                    self.i += 1;
+                    match e {
+                        b'n' => out.push('\n'),
+                        b'u' => {
+                            let hex = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
+                            out.push(
+                                char::from_u32(u32::from_str_radix(hex, 16).unwrap()).unwrap(),
+                            );
+                            self.i += 4;
+                        }
+                        other => out.push(other as char),
+                    }
+                }
+                _ => {
+                    // Re-decode multi-byte UTF-8 sequences whole.
+                    let start = self.i - 1;
+                    let len = match c {
+                        0..=0x7f => 1,
+                        0xc0..=0xdf => 2,
+                        0xe0..=0xef => 3,
+                        _ => 4,
+                    };
+                    out.push_str(std::str::from_utf8(&self.s[start..start + len]).unwrap());
+                    self.i = start + len;
+                }
+            }
+        }
+    }
+    fn value(&mut self) -> Json {
+        self.ws();
+        match self.s[self.i] {
+            b'{' => {
+                self.i += 1;
+                let mut fields = Vec::new();
+                self.ws();
+                if self.s[self.i] == b'}' {
+                    self.i += 1;
+                    return Json::Obj(fields);
+                }
+                loop {
+                    let k = self.string();
+                    self.eat(b':');
+                    let v = self.value();
+                    assert!(fields.iter().all(|(f, _)| f != &k), "duplicate key {k}");
+                    fields.push((k, v));
+                    self.ws();
+                    match self.s[self.i] {
+                        b',' => self.i += 1,
+                        b'}' => {
+                            self.i += 1;
+                            return Json::Obj(fields);
+                        }
+                        c => panic!("unexpected {:?} at {}", c as char, self.i),
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.s[self.i] == b']' {
+                    self.i += 1;
+                    return Json::Arr(items);
+                }
+                loop {
+                    items.push(self.value());
+                    self.ws();
+                    match self.s[self.i] {
+                        b',' => self.i += 1,
+                        b']' => {
+                            self.i += 1;
+                            return Json::Arr(items);
+                        }
+                        c => panic!("unexpected {:?} at {}", c as char, self.i),
+                    }
+                }
+            }
+            b'"' => Json::Str(self.string()),
+            b't' => self.lit("true", Json::Bool(true)),
+            b'f' => self.lit("false", Json::Bool(false)),
+            b'n' => self.lit("null", Json::Null),
+            _ => {
+                let start = self.i;
+                while self
+                    .s
+                    .get(self.i)
+                    .is_some_and(|c| b"+-.eE0123456789".contains(c))
+                {
+                    self.i += 1;
+                }
+                let text = std::str::from_utf8(&self.s[start..self.i]).unwrap();
+                Json::Num(
+                    text.parse()
+                        .unwrap_or_else(|_| panic!("bad number {text:?}")),
+                )
+            }
+        }
+    }
+}
+
+fn parse(text: &str) -> Json {
+    let mut p = Parser {
+        s: text.as_bytes(),
+        i: 0,
+    };
+    let v = p.value();
+    p.ws();
+    assert_eq!(p.i, text.len(), "trailing bytes after the JSON value");
+    v
+}
+
+#[test]
+fn the_checker_parses_what_it_should() {
+    let v = parse(r#" {"a":[1,2.5e1,-3],"b":{"c":null,"d":true},"e":"x\"\u0041"} "#);
+    assert_eq!(v.get("a").arr().len(), 3);
+    assert_eq!(v.get("a").arr()[1].num(), 25.0);
+    assert_eq!(v.get("b").get("c"), &Json::Null);
+    assert_eq!(v.get("e"), &Json::Str("x\"A".into()));
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xtask-bench-msix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn tiny_run_writes_the_issue_shape_and_the_strategy_counts() {
+    const VFS: u64 = 2;
+    const VECTORS: u64 = 4;
+    let json_path = scratch("bench.json");
+    let svg_path = scratch("bench.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["bench-msix", "--vfs", "2", "--vectors", "4", "--reps", "1"])
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--svg")
+        .arg(&svg_path)
+        .arg("--no-release")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench-msix failed:\n{stdout}\n{stderr}"
+    );
+    let text = std::fs::read_to_string(&json_path).unwrap();
+    let v = parse(&text);
+
+    // The issue's shape, in its order.
+    assert_eq!(
+        &v.keys()[..6],
+        ["vfs", "vectors", "reps", "kvm", "floor_ms", "strategies"]
+    );
+    assert_eq!(v.get("vfs").count(), VFS);
+    assert_eq!(v.get("vectors").count(), VECTORS);
+    assert_eq!(v.get("reps").count(), 1);
+    let kvm = match v.get("kvm") {
+        Json::Bool(b) => *b,
+        other => panic!("kvm is not a bool: {other:?}"),
+    };
+    if std::env::var("PASSTHROUGH_REQUIRE_KVM").as_deref() == Ok("1") {
+        assert!(
+            kvm,
+            "PASSTHROUGH_REQUIRE_KVM=1 but the bench ran without KVM"
+        );
+    }
+    // Never silently without KVM: the label is in the JSON, the table and the chart.
+    let label_present = |s: &str| s.contains("IN-MEMORY");
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    if kvm {
+        assert!(v.get("floor_ms").num() > 0.0);
+    } else {
+        assert!(label_present(&text) && label_present(&stdout) && label_present(&svg));
+    }
+
+    let strategies = v.get("strategies");
+    assert_eq!(
+        strategies.keys(),
+        ["per_vector", "per_device", "vm_wide", "staged"]
+    );
+    for key in strategies.keys() {
+        let s = strategies.get(key);
+        assert!(s.get("total_ms").num() >= 0.0, "{key}");
+        let per_vf = s.get("per_vf_ms").arr();
+        assert_eq!(per_vf.len() as u64, VFS, "{key}");
+        assert!(per_vf.iter().all(|t| t.num() >= 0.0), "{key}");
+        // The x axis of the seed's table: irqfds walked by each VF's commits.
+        let walked: Vec<u64> = s
+            .get("irqfds_already_assigned")
+            .arr()
+            .iter()
+            .map(Json::count)
+            .collect();
+        assert_eq!(walked, [VECTORS, 2 * VECTORS], "{key}");
+        // Every strategy restores every vector with its own irqfd.
+        assert_eq!(s.get("irqfds").count(), VFS * VECTORS, "{key}");
+    }
+
+    let commits = |k: &str| strategies.get(k).get("gsi_routing_commits").count();
+    let set_irqs = |k: &str| strategies.get(k).get("set_irqs_calls").count();
+    let staged_before = |k: &str| strategies.get(k).get("staged_commits").count();
+    // Per vector: each vector's route is committed on its own.
+    assert_eq!(commits("per_vector"), VFS * VECTORS);
+    // Per device: one commit as each device's enable ends.
+    assert_eq!(commits("per_device"), VFS);
+    // VM-wide: the outer batch commits once for the whole VM.
+    assert_eq!(commits("vm_wide"), 1);
+    // Staged: everything committed once before the window, and one commit of the difference
+    // (the vectors the guest retargeted after the precopy) at the switchover.
+    assert_eq!(staged_before("staged"), 1);
+    assert_eq!(commits("staged"), 1);
+    for k in ["per_vector", "per_device", "vm_wide"] {
+        assert_eq!(staged_before(k), 0, "{k}");
+    }
+    // All vectors of a device are enabled with one SET_IRQS, whatever the commit grouping.
+    for k in ["per_vector", "per_device", "vm_wide"] {
+        assert_eq!(set_irqs(k), VFS, "{k}");
+    }
+    // The switchover difference is a retargeted message: a route change, no trigger change,
+    // so no SET_IRQS is left for the switchover.
+    assert_eq!(set_irqs("staged"), 0);
+
+    // The raw floor ran the same routes with the same commit counts.
+    if kvm {
+        let raw = v.get("raw");
+        assert_eq!(
+            raw.get("per_vector").get("gsi_routing_commits").count(),
+            VFS * VECTORS
+        );
+        assert_eq!(
+            raw.get("per_device").get("gsi_routing_commits").count(),
+            VFS
+        );
+        assert_eq!(raw.get("vm_wide").get("gsi_routing_commits").count(), 1);
+        assert_eq!(raw.get("vm_wide").get("set_irqs_calls").count(), 0);
+    }
+
+    // The seed-000 table: one call beats one call per vector.
+    let growth = v.get("growth").arr();
+    assert!(!growth.is_empty());
+}
