@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use bar_mmap::{GuestPageMap, PageSize, SharedResourceSpace};
 use irq_routing::{MsiMessage, Router};
+use migration_state::GuestNotice;
 use pci_config::Command;
 use vfio_core::info::CONFIG_REGION_INDEX;
-use vfio_core::{MsixTriggers, VfioDevice};
+use vfio_core::{MsixTriggers, VfioDevice, VfioMigration};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bars::Bars;
@@ -17,7 +18,7 @@ use crate::irq_mode::IrqMode;
 use crate::msix::MsixTable;
 use crate::stats::DeviceStats;
 use crate::vectors::VectorSet;
-use crate::{Result, Strategy};
+use crate::{Error, Result, Strategy};
 
 /// What every passthrough device of one VM shares: the VM's interrupt router, the host
 /// resource space sub-page BAR reservations are made in, and the map of guest BAR pages.
@@ -70,6 +71,10 @@ pub struct DeviceOptions {
     /// (it normally does not: read them from sysfs). `0` means unknown: that BAR is trapped
     /// unless it is at least a page.
     pub host_bar_addresses: [u64; 6],
+    /// Insert migration-state's guest migration notice capability into the emulated config
+    /// space (opt-in: a guest driver that knows it can quiesce before a migration and reset
+    /// after one). See [`crate::notice`].
+    pub guest_notice: bool,
 }
 
 /// A VFIO device passed through to a guest: emulated config space, trapped or mapped BARs,
@@ -82,6 +87,8 @@ pub struct DeviceOptions {
 pub struct PassthroughDevice {
     pub(crate) opts: DeviceOptions,
     pub(crate) dev: Arc<dyn VfioDevice>,
+    pub(crate) mig: Option<Arc<dyn VfioMigration>>,
+    pub(crate) notice: Option<GuestNotice>,
     pub(crate) router: Arc<Router>,
     pub(crate) cfg: ConfigEmu,
     pub(crate) mode: IrqMode,
@@ -100,6 +107,8 @@ impl std::fmt::Debug for PassthroughDevice {
             .field("id", &self.opts.id)
             .field("mode", &self.mode)
             .field("strategy", &self.opts.strategy)
+            .field("migratable", &self.mig.is_some())
+            .field("notice", &self.notice)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -110,8 +119,17 @@ impl PassthroughDevice {
     /// MSI-X emulated), probes its BARs for mmap (reserving the rest of sub-page BARs' pages
     /// in `vm.host_space`), and creates the eventfds of its MSI-X and MSI vectors. Issues no
     /// SET_IRQS and adds no route: those wait for the guest.
+    ///
+    /// The device saves and restores no device-internal state (its blob stays empty); use
+    /// [`PassthroughDevice::new_migratable`] or [`PassthroughDevice::with_migration`] for a
+    /// device that supports VFIO migration v2.
     pub fn new(dev: Arc<dyn VfioDevice>, vm: &VmResources, opts: DeviceOptions) -> Result<Self> {
-        let cfg = ConfigEmu::build(&*dev)?;
+        let mut cfg = ConfigEmu::build(&*dev)?;
+        let notice = if opts.guest_notice {
+            Some(GuestNotice::insert(&mut cfg.space).map_err(Error::Notice)?)
+        } else {
+            None
+        };
         let bars = Bars::probe(&*dev, &cfg, vm, &opts)?;
         let (msix, msix_vectors) = match cfg.msix {
             Some(cap) => {
@@ -130,6 +148,8 @@ impl PassthroughDevice {
         let mut device = PassthroughDevice {
             opts,
             dev,
+            mig: None,
+            notice,
             router: vm.router.clone(),
             cfg,
             mode: IrqMode::None,
@@ -144,6 +164,40 @@ impl PassthroughDevice {
         // After reset INTx is live (Interrupt Disable clear) if the device has a pin.
         device.update_irq_mode();
         Ok(device)
+    }
+
+    /// [`PassthroughDevice::new`] for a device that supports VFIO migration v2: its
+    /// device-internal state is read through the migration data fd on save
+    /// ([`PassthroughDevice::save_stopped`]) and written back on the destination
+    /// ([`PassthroughDevice::load_device_data`]).
+    pub fn new_migratable<D: VfioMigration + 'static>(
+        dev: Arc<D>,
+        vm: &VmResources,
+        opts: DeviceOptions,
+    ) -> Result<Self> {
+        let mig: Arc<dyn VfioMigration> = dev.clone();
+        let mut device = Self::new(dev, vm, opts)?;
+        device.mig = Some(mig);
+        Ok(device)
+    }
+
+    /// Attaches the migration v2 interface of the VFIO device this one was built from (the
+    /// same object, seen through [`VfioMigration`]). A different object is refused with
+    /// [`Error::NotSameDevice`] and nothing changes.
+    pub fn with_migration(&mut self, mig: Arc<dyn VfioMigration>) -> Result<()> {
+        let ours = Arc::as_ptr(&self.dev).cast::<()>();
+        let theirs = Arc::as_ptr(&mig).cast::<()>();
+        if !std::ptr::eq(ours, theirs) {
+            return Err(Error::NotSameDevice);
+        }
+        self.mig = Some(mig);
+        Ok(())
+    }
+
+    /// Whether the device's internal state takes part in migration (a migration v2 handle
+    /// is attached).
+    pub fn is_migratable(&self) -> bool {
+        self.mig.is_some()
     }
 
     /// The VMM's id of this device.

@@ -52,6 +52,48 @@ pub enum Error {
         /// States given.
         states: usize,
     },
+    /// The guest migration notice capability could not be inserted or updated.
+    #[error("the guest migration notice failed")]
+    Notice(#[source] migration_state::Error),
+    /// The device was built without the guest migration notice
+    /// ([`crate::DeviceOptions::guest_notice`]).
+    #[error("the device has no guest migration notice")]
+    NoticeDisabled,
+    /// The migration v2 handle given is not the VFIO device the passthrough device uses.
+    #[error("the migration handle is not this device's VFIO device")]
+    NotSameDevice,
+    /// Walking the device through the VFIO migration v2 states failed (the source says where
+    /// the walk stopped and how the device was recovered).
+    #[error("moving the device to migration state {to:?} failed")]
+    MigrationWalk {
+        /// The state asked for.
+        to: migration_state::State,
+        /// The walk's error (path refused, device error, failed arc with its recovery).
+        #[source]
+        source: migration_state::Error,
+    },
+    /// Reading or writing the migration data fd failed (the device was then moved back, see
+    /// the method's docs).
+    #[error("transferring device-internal state through the migration data fd failed")]
+    MigrationData(#[source] vfio_core::Error),
+    /// Asking the device for its migration state failed.
+    #[error("reading the device's migration state failed")]
+    MigrationState(#[source] vfio_core::Error),
+    /// The device handed out no data fd for a saving or resuming state.
+    #[error("the device gave no migration data fd")]
+    NoDataFd,
+    /// The device-internal state read through the data fd exceeds the caller's limit.
+    #[error("the device-internal state exceeds {limit} bytes")]
+    DeviceDataTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The devices given to a VM-wide restore do not all use the router given.
+    #[error("device {id} does not use the router of the restore")]
+    RouterMismatch {
+        /// The device's id.
+        id: u32,
+    },
 }
 
 /// The crate's result type.

@@ -199,6 +199,7 @@ impl PassthroughDevice {
                 self.stats.device_access_errors += 1;
             }
         }
+        self.deliver_msi_pending(&wanted);
     }
 
     /// Routes `which` MSI-X vectors as needed, syncs every trigger, delivers pending vectors
@@ -259,11 +260,16 @@ impl PassthroughDevice {
         }
     }
 
-    /// Services the userspace eventfds of the MSI-X vectors (call it when one is readable):
-    /// a masked vector that fired gets its PBA bit set; an unmasked one is delivered through
-    /// its irqfd, or queued for [`PassthroughDevice::take_userspace_messages`] when it has no
-    /// KVM route. Returns how many vectors had fired.
+    /// Services the userspace eventfds of the MSI-X vectors, and of the MSI vectors in MSI
+    /// mode (call it when one is readable): a masked vector that fired gets its PBA (or MSI
+    /// Pending Bits) bit set; an unmasked one is delivered through its irqfd, or queued for
+    /// [`PassthroughDevice::take_userspace_messages`] when it has no KVM route. Returns how
+    /// many vectors had fired.
     pub fn poll_userspace_interrupts(&mut self) -> usize {
+        self.poll_msix_user() + self.poll_msi_user()
+    }
+
+    fn poll_msix_user(&mut self) -> usize {
         let wanted = self.msix_wanted();
         let (Some(t), Some(vs)) = (&mut self.msix, &self.msix_vectors) else {
             return 0;

@@ -12,8 +12,15 @@
 //! * [`interrupts`]: the interrupt lifecycle (batched enables, one SET_IRQS per enable, masks
 //!   that move only the VFIO trigger, PBA emulation).
 //! * [`bars`] and [`mmio`]: mapped or trapped BARs (bar-mmap), vm-device bus traits.
-//! * [`migration`]: save and restore in QEMU's order, [`restore_all`] with one VM-wide commit,
-//!   [`StagedRestore`] for switchover.
+//! * [`migration`]: save and restore in QEMU's order, [`restore_all`] with one VM-wide commit
+//!   (all or nothing for bad states), [`StagedRestore`] for switchover.
+//! * [`device_data`]: the device-internal state through VFIO migration v2 (`STOP_COPY` on the
+//!   source, `RESUMING` on the destination), for devices built with
+//!   [`PassthroughDevice::new_migratable`].
+//! * [`notice`]: the opt-in guest migration notice, driven with the VMM's clock, never
+//!   waiting on the guest.
+//! * [`raise`]: raising a guest vector from the VMM (irqfd, userspace message, or pending
+//!   bit) and MSI per-vector pending bits.
 //! * [`strategy`]: the commit [`Strategy`] the benchmark compares.
 //! * [`scripted_guest`]: a guest driver that programs MSI-X through config and MMIO writes
 //!   only, for tests and the `bench-msix` benchmark.
@@ -64,12 +71,15 @@
 pub mod bars;
 pub mod config;
 pub mod device;
+pub mod device_data;
 mod error;
 pub mod interrupts;
 pub mod irq_mode;
 pub mod migration;
 pub mod mmio;
 pub mod msix;
+pub mod notice;
+pub mod raise;
 pub mod scripted_guest;
 mod stats;
 pub mod strategy;
@@ -80,5 +90,7 @@ pub use error::{Error, Result};
 pub use irq_mode::IrqMode;
 pub use migration::{restore_all, RestoreReport, StagedRestore};
 pub use msix::{MsixEntry, MsixTable};
+pub use notice::NoticeDelivery;
+pub use raise::Raised;
 pub use stats::DeviceStats;
 pub use strategy::Strategy;

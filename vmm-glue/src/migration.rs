@@ -52,9 +52,10 @@ fn mode_to_state(m: IrqMode) -> InterruptMode {
 }
 
 impl PassthroughDevice {
-    /// Captures the device's VMM-side state. The device-internal blob (`device_data`) is left
-    /// empty: reading it through the VFIO migration data fd is the caller's step (see
-    /// `migration-state`'s driver).
+    /// Captures the device's VMM-side state (config, BARs, MSI with its pending bits, MSI-X
+    /// with its PBA, the guest notice). The device-internal blob (`device_data`) is left
+    /// empty and the device is not touched: [`PassthroughDevice::save_stopped`] stops the
+    /// device and adds the blob.
     pub fn save(&self) -> DeviceState {
         let s = &self.cfg.space;
         let config = ConfigState {
@@ -101,7 +102,7 @@ impl PassthroughDevice {
                 } else {
                     0
                 },
-                pending_bits: 0,
+                pending_bits: self.msi_pending_bits(),
             }
         });
         let msix = self.msix.as_ref().map(|t| MsixState {
@@ -125,14 +126,33 @@ impl PassthroughDevice {
             msi,
             msix,
             device_data: Vec::new(),
-            notice: None,
+            notice: self.notice.as_ref().map(|n| n.save(&self.cfg.space)),
         }
     }
 
-    fn check_fits(&self, state: &DeviceState) -> Result<()> {
+    /// Checks that `state` is valid and fits this device, without changing anything: what
+    /// [`PassthroughDevice::restore`] checks before it starts, and what
+    /// [`restore_all`] checks for every device before it touches any.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] or [`Error::StateMismatch`].
+    pub fn check_state_fits(&self, state: &DeviceState) -> Result<()> {
         state.validate().map_err(Error::InvalidState)?;
         if state.config.bytes.len() != self.cfg.space.size() {
             return Err(Error::StateMismatch("config space size"));
+        }
+        // Which bytes are emulated follows from the device and the options (hidden
+        // capabilities, emulated MSI/MSI-X, the notice): a stream may not change it.
+        if state.config.emulated_mask != self.cfg.space.emulated_mask() {
+            return Err(Error::StateMismatch("emulated config mask"));
+        }
+        if state.msi.is_some() != self.cfg.msi.is_some() {
+            return Err(Error::StateMismatch("MSI capability"));
+        }
+        let our_notice = self.notice.as_ref().map(|n| n.offset());
+        let their_notice = state.notice.map(|n| u16::from(n.capability_offset));
+        if our_notice != their_notice {
+            return Err(Error::StateMismatch("guest migration notice"));
         }
         for b in &state.bars {
             let ours = self.cfg.bars.iter().find(|h| h.index == b.index);
@@ -155,7 +175,7 @@ impl PassthroughDevice {
     /// A state that fails validation or does not fit this device is refused before anything
     /// changes. Restoring the state the device already holds changes nothing.
     pub fn restore(&mut self, state: &DeviceState) -> Result<()> {
-        self.check_fits(state)?;
+        self.check_state_fits(state)?;
         // 1. Config space.
         self.cfg
             .space
@@ -186,6 +206,9 @@ impl PassthroughDevice {
             }
             t.set_pba_words(&m.pba);
         }
+        if let Some(n) = &state.notice {
+            self.notice = Some(migration_state::GuestNotice::restore(n));
+        }
         self.update_irq_mode();
         Ok(())
     }
@@ -214,15 +237,28 @@ impl PassthroughDevice {
 /// `PerVector` (a commit per route), `PerDevice` (a batch per device), `VmWide` and `Staged`
 /// (one outer batch: one commit for the whole VM). All devices must share `router`.
 ///
+/// All or nothing for bad input: every state is checked against its device
+/// ([`PassthroughDevice::check_state_fits`]), and every device against `router`, before any
+/// device is touched. One bad state fails the whole restore with nothing changed: no route,
+/// no commit, no SET_IRQS, no device's strategy or config.
+///
 /// # Errors
-/// The first device whose state does not fit (that device and the later ones are left as
-/// they were; routes staged for earlier devices are committed), or the outer commit's error.
+/// [`Error::InvalidState`], [`Error::StateMismatch`] or [`Error::RouterMismatch`] (nothing
+/// changed); [`Error::ConfigWrite`] when a device fails the COMMAND write (devices before it
+/// are restored and their routes committed, that device and the later ones are left with
+/// their config as it was); or the outer commit's error.
 pub fn restore_all<'a>(
     router: &irq_routing::Router,
     devices: impl IntoIterator<Item = (&'a mut PassthroughDevice, &'a DeviceState)>,
     strategy: Strategy,
 ) -> Result<RestoreReport> {
     let pairs: Vec<(&'a mut PassthroughDevice, &'a DeviceState)> = devices.into_iter().collect();
+    for (dev, state) in &pairs {
+        if !std::ptr::eq(std::sync::Arc::as_ptr(&dev.router), router) {
+            return Err(Error::RouterMismatch { id: dev.id() });
+        }
+        dev.check_state_fits(state)?;
+    }
     let before = router.stats().commits;
     let start: Vec<u64> = pairs.iter().map(|(d, _)| d.stats.set_irqs_calls).collect();
     let mut devs: Vec<&mut PassthroughDevice> = Vec::with_capacity(pairs.len());
@@ -242,11 +278,11 @@ pub fn restore_all<'a>(
     }
     Ok(RestoreReport {
         devices: devs.len(),
-        gsi_routing_commits: router.stats().commits - before,
+        gsi_routing_commits: router.stats().commits.saturating_sub(before),
         set_irqs_per_device: devs
             .iter()
             .zip(start)
-            .map(|(d, s)| d.stats.set_irqs_calls - s)
+            .map(|(d, s)| d.stats.set_irqs_calls.saturating_sub(s))
             .collect(),
     })
 }

@@ -220,3 +220,83 @@ pub fn program_msix(
         pba_address,
     })
 }
+
+/// Finds the guest migration notice capability the way a guest driver would: a
+/// vendor-specific capability (ID 0x09) whose signature is `migration-state`'s.
+pub fn find_notice_capability(dev: &PassthroughDevice) -> Option<u16> {
+    use migration_state::notice::SIGNATURE;
+    let mut b = [0u8; 1];
+    dev.config_read(0x34, &mut b);
+    let mut ptr = u16::from(b[0] & !3);
+    for _ in 0..48 {
+        if ptr < 0x40 {
+            return None;
+        }
+        let mut hdr = [0u8; 2];
+        dev.config_read(ptr, &mut hdr);
+        if hdr[0] == pci_config::ids::CAP_VENDOR
+            && config_read_u32(dev, ptr + 4) == u32::from_le_bytes(SIGNATURE)
+        {
+            return Some(ptr);
+        }
+        ptr = u16::from(hdr[1] & !3);
+    }
+    None
+}
+
+/// A cooperating guest driver opts in to migration notices on `vector` (an MSI-X entry or
+/// MSI vector). Returns the capability offset, or `None` if the device has no notice.
+pub fn opt_in_notice(dev: &mut PassthroughDevice, vector: u16) -> Option<u16> {
+    use migration_state::notice::{CONTROL_ENABLED, GUEST_CONTROL, VECTOR};
+    let cap = find_notice_capability(dev)?;
+    dev.config_write(cap + VECTOR as u16, &vector.to_le_bytes());
+    dev.config_write(cap + GUEST_CONTROL as u16, &[CONTROL_ENABLED]);
+    Some(cap)
+}
+
+/// The host status byte of the notice (0 idle, 1 migration pending, 2 reset the driver).
+pub fn notice_status(dev: &PassthroughDevice) -> Option<u8> {
+    let cap = find_notice_capability(dev)?;
+    let mut b = [0u8; 1];
+    dev.config_read(cap + migration_state::notice::HOST_STATUS as u16, &mut b);
+    Some(b[0])
+}
+
+/// The guest driver handles the current notice: reads the host generation and writes it
+/// back as its acknowledgement. Returns the generation acknowledged.
+pub fn ack_notice(dev: &mut PassthroughDevice) -> Option<u32> {
+    use migration_state::notice::{GUEST_ACK, HOST_GENERATION};
+    let cap = find_notice_capability(dev)?;
+    let generation = config_read_u32(dev, cap + HOST_GENERATION as u16);
+    dev.config_write(cap + GUEST_ACK as u16, &generation.to_le_bytes());
+    Some(generation)
+}
+
+/// Programs MSI like Linux's `msi_capability_init`: message address and data, the per-vector
+/// mask bits `mask`, then Enable with Multiple Message Enable `log2_vectors`. Returns the
+/// capability offset, or `None` without MSI.
+pub fn program_msi(
+    dev: &mut PassthroughDevice,
+    device: usize,
+    log2_vectors: u8,
+    mask: u32,
+) -> Option<u16> {
+    let cap = find_capability(dev, CAP_ID_MSI)?;
+    let ctrl = config_read_u16(dev, cap + 2);
+    let is64 = ctrl & (1 << 7) != 0;
+    let (addr, data) = message_for(device, 0);
+    dev.config_write(cap + 4, &(addr as u32).to_le_bytes());
+    let data_off = if is64 {
+        dev.config_write(cap + 8, &((addr >> 32) as u32).to_le_bytes());
+        cap + 12
+    } else {
+        cap + 8
+    };
+    dev.config_write(data_off, &(data as u16 & !0x1f).to_le_bytes());
+    if ctrl & (1 << 8) != 0 {
+        dev.config_write(data_off + 4, &mask.to_le_bytes());
+    }
+    let enable = 1u16 | (u16::from(log2_vectors & 7) << 4);
+    dev.config_write(cap + 2, &enable.to_le_bytes());
+    Some(cap)
+}
