@@ -73,6 +73,11 @@ impl PassthroughDevice {
         self.msi_vectors.as_ref()?.irqfd(vector)
     }
 
+    /// The userspace eventfd of MSI vector `vector` (its trigger while masked).
+    pub fn msi_user_eventfd(&self, vector: u16) -> Option<&vmm_sys_util::eventfd::EventFd> {
+        self.msi_vectors.as_ref()?.user_eventfd(vector)
+    }
+
     /// Delivers an unmasked vector of the MSI-X (`msix`) or MSI set.
     fn deliver(&mut self, msix: bool, vector: u16, w: Wanted) {
         let vs = if msix {
