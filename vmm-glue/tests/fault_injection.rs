@@ -754,3 +754,163 @@ fn matrix_covers_every_operation() {
         assert!(got.request_irq >= 1, "{phase:?}: no request_irq counted");
     }
 }
+
+/// Programs every MSI-X vector of `dev` unmasked while the function is masked, then clears the
+/// function mask: the device routes all its vectors in one batch.
+fn program_msix_all_at_once(dev: &mut PassthroughDevice, device: usize) -> u16 {
+    use vm_device::bus::MmioAddress;
+    use vm_device::MutDeviceMmio;
+
+    let cap = msix_cap(dev);
+    let ctrl = scripted_guest::config_read_u16(dev, cap + 2);
+    let vectors = (ctrl & 0x7ff) + 1;
+    let table = scripted_guest::config_read_u32(dev, cap + 4);
+    let bir = u16::try_from(table & 7).unwrap();
+    let lo = scripted_guest::config_read_u32(dev, 0x10 + 4 * bir);
+    let hi = scripted_guest::config_read_u32(dev, 0x14 + 4 * bir);
+    let bar = (u64::from(hi) << 32) | u64::from(lo & !0xf);
+    let base = u64::from(table & !7);
+    dev.config_write(cap + 2, &0xc000u16.to_le_bytes()); // enable + function mask
+    for v in 0..vectors {
+        let (addr, data) = scripted_guest::message_for(device, v);
+        let entry = base + 16 * u64::from(v);
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&addr.to_le_bytes());
+        bytes[8..12].copy_from_slice(&data.to_le_bytes());
+        // Vector Control 0: unmasked.
+        dev.mmio_write(MmioAddress(bar), entry, &bytes[..8]);
+        dev.mmio_write(MmioAddress(bar), entry + 8, &bytes[8..]);
+    }
+    dev.config_write(cap + 2, &0x8000u16.to_le_bytes()); // clear the function mask
+    vectors
+}
+
+/// More vectors than KVM has routes, on a real VM: the vectors past the limit get the
+/// userspace path, and the routes committed earlier keep delivering through KVM.
+#[test]
+fn kvm_route_limit_over_4096_vectors() {
+    use irq_routing::KvmBackend;
+
+    let Some((_kvm, vmfd)) = irq_routing::testing::kvm_vm_with_irqchip() else {
+        return;
+    };
+    let backend = KvmBackend::new(vmfd).unwrap();
+    let router = Arc::new(Router::new(backend).unwrap());
+    let limit = router.route_limit() as usize;
+    let host = HostResourceSpace::new(0xe000_0000, 0x1000_0000)
+        .unwrap()
+        .into_shared();
+    let res = VmResources::new(router.clone(), host, PageSize::SIZE_4K);
+    let w_vm = Vm {
+        backend: MemoryBackend::new(), // unused: the router runs on KVM
+        router: router.clone(),
+        res,
+    };
+
+    let sizes = [2048u16, 2048, 512];
+    let total: usize = sizes.iter().map(|n| usize::from(*n)).sum();
+    assert!(
+        total > 4096 && limit < total,
+        "limit {limit} is not below {total} vectors"
+    );
+    let mut devs = Vec::new();
+    let mut sims = Vec::new();
+    for (i, n) in sizes.iter().enumerate() {
+        let s = Arc::new(
+            SimDevice::builder(0x8086, 0x1520)
+                .bar(0, pci_config::BarKind::Mem64, 0x10000, false)
+                .msix(MsixPlacement::in_bar(*n, 0))
+                .build()
+                .unwrap(),
+        );
+        let mut d = device(&w_vm, &s, i as u32);
+        let commits_before = router.stats().commits;
+        assert_eq!(program_msix_all_at_once(&mut d, i), *n);
+        let commits = router.stats().commits - commits_before;
+        // One commit for all its vectors; none once no GSI is left to give.
+        assert!(commits <= 1, "device {i}: {commits} commits");
+        if i == 0 {
+            assert_eq!(commits, 1, "device 0: one commit for all its vectors");
+        }
+        devs.push(d);
+        sims.push(s);
+    }
+
+    // Exactly `limit` vectors hold a GSI; every other unmasked vector is on the userspace path.
+    let mut kvm_vectors = Vec::new();
+    let mut user_vectors = Vec::new();
+    for (i, d) in devs.iter().enumerate() {
+        for v in 0..sizes[i] {
+            let st = d.msix_route(v).and_then(|id| router.route_state(id));
+            match st {
+                Some(RouteState::Routed { .. }) => kvm_vectors.push((i, v)),
+                _ => user_vectors.push((i, v)),
+            }
+        }
+    }
+    assert_eq!(kvm_vectors.len(), limit, "vectors on a KVM route");
+    assert_eq!(
+        user_vectors.len(),
+        total - limit,
+        "vectors on the userspace path"
+    );
+    assert_eq!(router.gsis_in_use() as usize, limit, "GSIs in use");
+    // Each vector over the limit got a typed error from the router, counted by its device.
+    let failures: u64 = devs.iter().map(|d| d.stats().route_failures).sum();
+    assert_eq!(failures as usize, total - limit, "route failures");
+    assert_eq!(
+        router.committed_table().len(),
+        limit,
+        "committed table size"
+    );
+    // The first two devices fit whole only if the limit allows; the earliest vectors always
+    // got their routes first.
+    assert!(kvm_vectors.contains(&(0, 0)) && kvm_vectors.contains(&(0, 2047)));
+
+    // Earlier routes keep delivering through KVM: the device signals the irqfd and KVM
+    // consumes it (an irqfd KVM holds is read by the kernel, so it reads back empty).
+    for &(i, v) in [
+        kvm_vectors[0],
+        kvm_vectors[kvm_vectors.len() / 2],
+        kvm_vectors[limit - 1],
+    ]
+    .iter()
+    {
+        let d = &devs[i];
+        assert_eq!(
+            sims[i].msix_trigger(u32::from(v)),
+            d.msix_irqfd(v).map(AsRawFd::as_raw_fd),
+            "device {i} vector {v} trigger"
+        );
+        match sims[i].raise(u32::from(v)) {
+            RaiseOutcome::Signalled(fd) => {
+                assert_eq!(Some(fd), d.msix_irqfd(v).map(AsRawFd::as_raw_fd))
+            }
+            other => panic!("device {i} vector {v}: {other:?}"),
+        }
+        assert!(
+            d.msix_irqfd(v).unwrap().read().is_err(),
+            "device {i} vector {v}: KVM did not consume the irqfd signal"
+        );
+    }
+    // Vectors over the limit are delivered by the VMM with the guest's message.
+    for &(i, v) in [user_vectors[0], user_vectors[user_vectors.len() - 1]].iter() {
+        let d = &mut devs[i];
+        assert_eq!(
+            sims[i].msix_trigger(u32::from(v)),
+            d.msix_user_eventfd(v).map(AsRawFd::as_raw_fd),
+            "device {i} vector {v} over the limit: trigger"
+        );
+        assert!(matches!(
+            sims[i].raise(u32::from(v)),
+            RaiseOutcome::Signalled(_)
+        ));
+        assert_eq!(d.poll_userspace_interrupts(), 1);
+        let (addr, data) = scripted_guest::message_for(i, v);
+        let msgs = d.take_userspace_messages();
+        assert!(
+            msgs.iter().any(|m| m.address == addr && m.data == data),
+            "device {i} vector {v}: {msgs:?}"
+        );
+    }
+}
