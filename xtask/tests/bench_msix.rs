@@ -222,12 +222,10 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-#[test]
-fn tiny_run_writes_the_issue_shape_and_the_strategy_counts() {
-    const VFS: u64 = 2;
-    const VECTORS: u64 = 4;
-    let json_path = scratch("bench.json");
-    let svg_path = scratch("bench.svg");
+/// Runs the bench at 2 x 4, 1 rep, with `extra` arguments; returns (stdout, JSON, SVG).
+fn tiny_run(tag: &str, extra: &[&str]) -> (String, String, String) {
+    let json_path = scratch(&format!("{tag}.json"));
+    let svg_path = scratch(&format!("{tag}.svg"));
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["bench-msix", "--vfs", "2", "--vectors", "4", "--reps", "1"])
         .arg("--json")
@@ -235,15 +233,51 @@ fn tiny_run_writes_the_issue_shape_and_the_strategy_counts() {
         .arg("--svg")
         .arg(&svg_path)
         .arg("--no-release")
+        .args(extra)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
         "bench-msix failed:\n{stdout}\n{stderr}"
     );
-    let text = std::fs::read_to_string(&json_path).unwrap();
+    (
+        stdout,
+        std::fs::read_to_string(&json_path).unwrap(),
+        std::fs::read_to_string(&svg_path).unwrap(),
+    )
+}
+
+#[test]
+fn tiny_run_writes_the_issue_shape_and_the_strategy_counts() {
+    let run = tiny_run("kvm", &[]);
+    if std::env::var("PASSTHROUGH_REQUIRE_KVM").as_deref() == Ok("1") {
+        let v = parse(&run.1);
+        assert_eq!(
+            v.get("kvm"),
+            &Json::Bool(true),
+            "PASSTHROUGH_REQUIRE_KVM=1 but the bench ran without KVM"
+        );
+    }
+    check_tiny_run(run);
+}
+
+#[test]
+fn the_in_memory_fallback_is_labelled_everywhere_and_counts_the_same() {
+    let (stdout, text, svg) = tiny_run("memory", &["--in-memory"]);
+    let v = parse(&text);
+    assert_eq!(v.get("kvm"), &Json::Bool(false));
+    assert_eq!(v.get("floor_ms"), &Json::Null);
+    for out in [&stdout, &text, &svg] {
+        assert!(out.contains("IN-MEMORY"), "unlabelled output: {out}");
+    }
+    check_tiny_run((stdout, text, svg));
+}
+
+fn check_tiny_run((stdout, text, svg): (String, String, String)) {
+    const VFS: u64 = 2;
+    const VECTORS: u64 = 4;
     let v = parse(&text);
 
     // The issue's shape, in its order.
@@ -258,15 +292,8 @@ fn tiny_run_writes_the_issue_shape_and_the_strategy_counts() {
         Json::Bool(b) => *b,
         other => panic!("kvm is not a bool: {other:?}"),
     };
-    if std::env::var("PASSTHROUGH_REQUIRE_KVM").as_deref() == Ok("1") {
-        assert!(
-            kvm,
-            "PASSTHROUGH_REQUIRE_KVM=1 but the bench ran without KVM"
-        );
-    }
     // Never silently without KVM: the label is in the JSON, the table and the chart.
     let label_present = |s: &str| s.contains("IN-MEMORY");
-    let svg = std::fs::read_to_string(&svg_path).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     if kvm {
         assert!(v.get("floor_ms").num() > 0.0);

@@ -20,6 +20,7 @@ options:
   --svg FILE     where to draw cost per VF vs irqfds already assigned
                  (default target/bench-msix.svg)
   --only LIST    run only these strategies (comma-separated), e.g. to profile one
+  --in-memory    use the in-memory routing backend even where /dev/kvm works
   --no-release   measure this build as is; by default an unoptimised build re-runs
                  itself with `cargo run --release` so the library is timed optimised
 ";
@@ -39,6 +40,8 @@ pub struct Options {
     pub svg: PathBuf,
     /// Measure this build even if it is unoptimised.
     pub no_release: bool,
+    /// Run on the in-memory routing backend even if /dev/kvm works.
+    pub in_memory: bool,
     /// Strategies to run (all by default).
     pub only: Vec<super::model::Strategy>,
 }
@@ -57,6 +60,7 @@ impl Options {
             json: None,
             svg: default_svg_path(),
             no_release: false,
+            in_memory: false,
             only: super::model::Strategy::ALL.to_vec(),
         };
         let mut it = args.iter();
@@ -70,6 +74,10 @@ impl Options {
             }
             if flag == "--no-release" {
                 opts.no_release = true;
+                continue;
+            }
+            if flag == "--in-memory" {
+                opts.in_memory = true;
                 continue;
             }
             let mut value = || {

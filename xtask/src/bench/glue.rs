@@ -8,6 +8,7 @@
 //! (opening and probing a device, which creates its eventfds, happens before a real resume
 //! too), and the timed restore, one VF at a time so each VF's cost is seen.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,6 +22,7 @@ use vmm_glue::{
 
 use super::backends::Backends;
 use super::model::{RunSample, Strategy};
+use super::timed_device::{spent, TimedDevice};
 
 /// A simulated VF: two 16 KiB BARs, MSI-X with `vectors` entries in BAR 3.
 pub fn sim_vf(vectors: u16) -> Result<Arc<SimDevice>, String> {
@@ -44,6 +46,8 @@ struct Vm {
     router: Arc<Router>,
     sims: Vec<Arc<SimDevice>>,
     devs: Vec<PassthroughDevice>,
+    /// Nanoseconds spent inside the simulated devices.
+    device_nanos: Arc<AtomicU64>,
 }
 
 fn build_vm(router: Router, vfs: u32, vectors: u16) -> Result<Vm, String> {
@@ -52,6 +56,7 @@ fn build_vm(router: Router, vfs: u32, vectors: u16) -> Result<Vm, String> {
     let sims = (0..vfs)
         .map(|_| sim_vf(vectors))
         .collect::<Result<Vec<_>, _>>()?;
+    let device_nanos = Arc::new(AtomicU64::new(0));
     let devs = sims
         .iter()
         .zip(0u32..)
@@ -60,11 +65,17 @@ fn build_vm(router: Router, vfs: u32, vectors: u16) -> Result<Vm, String> {
                 id,
                 ..DeviceOptions::default()
             };
-            PassthroughDevice::new(s.clone(), &res, opts)
+            let timed = TimedDevice::new(s.clone(), device_nanos.clone());
+            PassthroughDevice::new(Arc::new(timed), &res, opts)
                 .map_err(|e| format!("PassthroughDevice {id}: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Vm { router, sims, devs })
+    Ok(Vm {
+        router,
+        sims,
+        devs,
+        device_nanos,
+    })
 }
 
 /// Drives vmm-glue's restore for every strategy.
@@ -135,6 +146,7 @@ impl<'a> GlueDriver<'a> {
             sample.staged_commits = router.stats().commits;
         }
         let commits0 = router.stats().commits;
+        let device0 = spent(&vm.device_nanos);
         let set_irqs0 = set_irqs(&vm.sims);
         let states = match strategy {
             Strategy::Staged => &self.last,
@@ -157,6 +169,7 @@ impl<'a> GlueDriver<'a> {
             }
             sample.closing = start.elapsed();
         }
+        sample.device = spent(&vm.device_nanos).saturating_sub(device0);
         sample.gsi_routing_commits = router.stats().commits - commits0;
         sample.set_irqs_calls = set_irqs(&vm.sims) - set_irqs0;
         sample.irqfds = router.stats().irqfd_attaches;

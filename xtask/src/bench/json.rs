@@ -43,12 +43,14 @@ fn list<T>(items: impl IntoIterator<Item = T>, f: impl Fn(T) -> String) -> Strin
 fn strategy(s: &StrategyResult, vectors: u32) -> String {
     format!(
         "{{\"total_ms\":{},\"per_vf_ms\":{},\"gsi_routing_commits\":{},\"set_irqs_calls\":{},\
-         \"closing_ms\":{},\"staged_commits\":{},\"irqfds\":{},\"irqfds_already_assigned\":{}}}",
+         \"closing_ms\":{},\"device_ms\":{},\"host_ms\":{},\"staged_commits\":{},\"irqfds\":{},\"irqfds_already_assigned\":{}}}",
         num(s.total_ms),
         list(s.per_vf_ms.iter().copied(), num),
         s.gsi_routing_commits,
         s.set_irqs_calls,
         num(s.closing_ms),
+        num(s.device_ms),
+        num(s.host_ms),
         s.staged_commits,
         s.irqfds,
         list(0..s.per_vf_ms.len(), |i| irqfds_assigned(i, vectors)
@@ -70,9 +72,10 @@ pub fn render(r: &Report) -> String {
         .iter()
         .map(|c| {
             format!(
-                "{}:{{\"measured\":{},\"target\":{},\"met\":{}}}",
+                "{}:{{\"measured\":{},\"measured_incl_device\":{},\"target\":{},\"met\":{}}}",
                 string(c.what),
-                c.measured.map(num).unwrap_or_else(|| "null".into()),
+                c.host.map(num).unwrap_or_else(|| "null".into()),
+                c.total.map(num).unwrap_or_else(|| "null".into()),
                 string(c.target),
                 c.met
                     .map(|b| b.to_string())

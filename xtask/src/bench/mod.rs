@@ -14,6 +14,7 @@ mod msg;
 mod raw;
 mod svg;
 mod table;
+mod timed_device;
 
 use std::path::Path;
 
@@ -203,11 +204,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if let Some(done) = rerun_optimised(&opts, args) {
         return done;
     }
-    let kvm = Kvm::new();
+    let kvm = if opts.in_memory {
+        Err("--in-memory given".to_string())
+    } else {
+        Kvm::new().map_err(|e| format!("cannot open /dev/kvm: {e}"))
+    };
     let (kvm, kvm_reason) = match kvm {
         Ok(k) => (Some(k), None),
-        Err(e) => {
-            let reason = format!("cannot open /dev/kvm: {e}");
+        Err(reason) => {
             eprintln!(
                 "bench-msix: {reason}; running on the IN-MEMORY routing backend (\"kvm\": false)"
             );

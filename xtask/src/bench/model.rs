@@ -34,6 +34,9 @@ pub struct RunSample {
     /// Time inside the timed window but outside every VF's own slot: the closing commit of a
     /// VM-wide batch, or the switchover commit of a staged restore.
     pub closing: Duration,
+    /// Part of the window spent inside the (simulated) VFIO device: SET_IRQS and region
+    /// accesses.
+    pub device: Duration,
     /// KVM_SET_GSI_ROUTING calls inside the timed window.
     pub gsi_routing_commits: u64,
     /// VFIO_DEVICE_SET_IRQS calls inside the timed window.
@@ -62,6 +65,10 @@ pub struct StrategyResult {
     pub per_vf_ms: Vec<f64>,
     /// Median closing commit, ms (0 for strategies that have none).
     pub closing_ms: f64,
+    /// Median time inside the simulated device, ms.
+    pub device_ms: f64,
+    /// Median of the per-rep totals without the time inside the simulated device, ms.
+    pub host_ms: f64,
     /// KVM_SET_GSI_ROUTING calls per run (inside the window).
     pub gsi_routing_commits: u64,
     /// SET_IRQS calls per run (inside the window).
@@ -107,12 +114,19 @@ impl StrategyResult {
             .collect();
         let mut totals: Vec<f64> = samples.iter().map(|s| ms(s.total())).collect();
         let mut closing: Vec<f64> = samples.iter().map(|s| ms(s.closing)).collect();
+        let mut device: Vec<f64> = samples.iter().map(|s| ms(s.device)).collect();
+        let mut host: Vec<f64> = samples
+            .iter()
+            .map(|s| ms(s.total().saturating_sub(s.device)))
+            .collect();
         let max = |f: fn(&RunSample) -> u64| samples.iter().map(f).max().unwrap_or(0);
         StrategyResult {
             strategy,
             total_ms: median(&mut totals),
             per_vf_ms,
             closing_ms: median(&mut closing),
+            device_ms: median(&mut device),
+            host_ms: median(&mut host),
             gsi_routing_commits: max(|s| s.gsi_routing_commits),
             set_irqs_calls: max(|s| s.set_irqs_calls),
             staged_commits: max(|s| s.staged_commits),
@@ -168,6 +182,13 @@ impl Report {
     pub fn ratio(&self, slow: Strategy, fast: Strategy) -> Option<f64> {
         let a = self.strategy(slow)?.total_ms;
         let b = self.strategy(fast)?.total_ms;
+        (b > 0.0).then(|| a / b)
+    }
+
+    /// The same ratio on host-side times (without the time inside the simulated devices).
+    pub fn host_ratio(&self, slow: Strategy, fast: Strategy) -> Option<f64> {
+        let a = self.strategy(slow)?.host_ms;
+        let b = self.strategy(fast)?.host_ms;
         (b > 0.0).then(|| a / b)
     }
 

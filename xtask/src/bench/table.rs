@@ -30,47 +30,65 @@ pub fn irqfds_assigned(i: usize, vectors: u32) -> u64 {
 pub struct Check {
     /// What is compared, e.g. "per_vector / vm_wide".
     pub what: &'static str,
-    /// The measured ratio, when both sides ran.
-    pub measured: Option<f64>,
+    /// The ratio on host-side times (the simulated devices' own time left out), which the
+    /// verdict uses.
+    pub host: Option<f64>,
+    /// The ratio on whole times, simulated device included.
+    pub total: Option<f64>,
     /// The target, as text.
     pub target: &'static str,
-    /// Whether the target is met.
+    /// Whether the host-side ratio meets the target.
     pub met: Option<bool>,
 }
 
 /// The issue's four targets, evaluated on a report.
+///
+/// Verdicts use host-side times: the simulated VF validates every eventfd it is handed
+/// through /proc, a cost a real VFIO device does not have in userspace, and it is the same
+/// for every strategy (one SET_IRQS per device in each), so it would only dilute the ratios.
+/// Whole-time ratios are reported beside them.
 pub fn checks(r: &Report) -> Vec<Check> {
     use Strategy::*;
-    let floor_ratio = match (r.strategy(VmWide), r.floor_ms) {
-        (Some(v), Some(f)) if f > 0.0 => Some(v.total_ms / f),
+    let floor = |host: bool| match (r.strategy(VmWide), r.floor_ms) {
+        (Some(v), Some(f)) if f > 0.0 => Some(if host { v.host_ms } else { v.total_ms } / f),
         _ => None,
     };
-    let staged = r.ratio(Staged, PerDevice);
+    let check = |what, host: Option<f64>, total, target, ok: fn(f64) -> bool| Check {
+        what,
+        host,
+        total,
+        target,
+        met: host.map(ok),
+    };
     vec![
-        Check {
-            what: "per_vector / vm_wide",
-            measured: r.ratio(PerVector, VmWide),
-            target: ">= 25",
-            met: r.ratio(PerVector, VmWide).map(|x| x >= 25.0),
-        },
-        Check {
-            what: "per_device / vm_wide",
-            measured: r.ratio(PerDevice, VmWide),
-            target: ">= 1.5",
-            met: r.ratio(PerDevice, VmWide).map(|x| x >= 1.5),
-        },
-        Check {
-            what: "staged / per_device",
-            measured: staged,
-            target: "<= 0.1",
-            met: staged.map(|x| x <= 0.1),
-        },
-        Check {
-            what: "vm_wide / floor",
-            measured: floor_ratio,
-            target: "<= 1.2",
-            met: floor_ratio.map(|x| x <= 1.2),
-        },
+        check(
+            "per_vector / vm_wide",
+            r.host_ratio(PerVector, VmWide),
+            r.ratio(PerVector, VmWide),
+            ">= 25",
+            |x| x >= 25.0,
+        ),
+        check(
+            "per_device / vm_wide",
+            r.host_ratio(PerDevice, VmWide),
+            r.ratio(PerDevice, VmWide),
+            ">= 1.5",
+            |x| x >= 1.5,
+        ),
+        check(
+            "staged / per_device",
+            r.host_ratio(Staged, PerDevice),
+            r.ratio(Staged, PerDevice),
+            "<= 0.1",
+            |x| x <= 0.1,
+        ),
+        check(
+            "vm_wide / floor",
+            floor(true),
+            floor(false),
+            "<= 1.2",
+            |x| x <= 1.2,
+        ),
     ]
 }
 
@@ -137,6 +155,11 @@ pub fn render(r: &Report) -> String {
         let _ = write!(o, "{:>w$}", format!("{}ms", cell(s.total_ms)));
     }
     let _ = writeln!(o);
+    let _ = write!(o, "{:<16}", "in device[~]");
+    for s in strategies {
+        let _ = write!(o, "{:>w$}", format!("{}ms", cell(s.device_ms)));
+    }
+    let _ = writeln!(o);
     let counts: [(&str, CountOf); 4] = [
         ("SET_GSI_ROUTING", |s| s.gsi_routing_commits),
         ("SET_IRQS", |s| s.set_irqs_calls),
@@ -155,7 +178,8 @@ pub fn render(r: &Report) -> String {
         "[*] irqfds already assigned that this VF's commits walk: earlier VFs' plus its own \
          (the seed's \"Count of irqfds\").\n[+] time in the window outside every VF's slot: the \
          VM-wide batch's closing commit, or the staged switchover commit.\n[#] commits made \
-         before the timed window (staging from the precopied state); counts are per run."
+         before the timed window (staging from the precopied state); counts are per run.\n[~] \
+         part of the total spent inside the simulated VFIO devices (SET_IRQS, region access)."
     );
 
     // Raw floor.
@@ -169,25 +193,33 @@ pub fn render(r: &Report) -> String {
         );
         let _ = writeln!(
             o,
-            "{:<24}{:>12}{:>10}{:>14}{:>18}",
-            "strategy", "raw ms", "commits", "library ms", "library / raw"
+            "{:<14}{:>10}{:>9}{:>13}{:>11}{:>14}{:>11}",
+            "strategy", "raw ms", "commits", "library ms", "lib / raw", "lib host ms", "host / raw"
         );
         for raw in &r.raw {
             let lib = r.strategy(raw.strategy);
-            let ratio = lib
-                .filter(|_| raw.total_ms > 0.0)
-                .map(|l| format!("{:.2}x", l.total_ms / raw.total_ms))
-                .unwrap_or_else(|| "-".into());
+            let ratio = |x: Option<f64>| {
+                x.filter(|_| raw.total_ms > 0.0)
+                    .map(|v| format!("{:.2}x", v / raw.total_ms))
+                    .unwrap_or_else(|| "-".into())
+            };
             let _ = writeln!(
                 o,
-                "{:<24}{:>12}{:>10}{:>14}{:>18}",
+                "{:<14}{:>10}{:>9}{:>13}{:>11}{:>14}{:>11}",
                 raw.strategy.name(),
                 cell(raw.total_ms),
                 raw.gsi_routing_commits,
                 lib.map(|l| cell(l.total_ms)).unwrap_or_else(|| "-".into()),
-                ratio
+                ratio(lib.map(|l| l.total_ms)),
+                lib.map(|l| cell(l.host_ms)).unwrap_or_else(|| "-".into()),
+                ratio(lib.map(|l| l.host_ms)),
             );
         }
+        let _ = writeln!(
+            o,
+            "(host = library time minus the time inside the simulated devices; the floor has no \
+             VFIO device)"
+        );
         if let Some(f) = r.floor_ms {
             let _ = writeln!(o, "floor (raw vm_wide): {}ms", cell(f));
         }
@@ -196,11 +228,13 @@ pub fn render(r: &Report) -> String {
     // Ratios.
     let _ = writeln!(o);
     let _ = writeln!(o, "ratios ({label}):");
+    let _ = writeln!(
+        o,
+        "  {:<24}{:>12}{:>16}   {:<10}verdict (host side)",
+        "", "host side", "incl. sim dev", "target"
+    );
+    let x = |v: Option<f64>| v.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into());
     for c in checks(r) {
-        let measured = c
-            .measured
-            .map(|x| format!("{x:.2}x"))
-            .unwrap_or_else(|| "-".into());
         let verdict = match c.met {
             Some(true) => "met",
             Some(false) => "SHORT",
@@ -208,8 +242,11 @@ pub fn render(r: &Report) -> String {
         };
         let _ = writeln!(
             o,
-            "  {:<24}{:>10}   target {:<8} {verdict}",
-            c.what, measured, c.target
+            "  {:<24}{:>12}{:>16}   {:<10}{verdict}",
+            c.what,
+            x(c.host),
+            x(c.total),
+            c.target
         );
     }
 
