@@ -454,13 +454,16 @@ fn lspci_seeds(dir: &Path) -> Result<usize, String> {
     Ok(n + 1)
 }
 
+/// Writes one target's seed files into a corpus directory and counts them.
+type SeedStep = fn(&Path) -> Result<usize, String>;
+
 fn main() -> ExitCode {
     let Some(dir) = std::env::args().nth(1) else {
         eprintln!("usage: seed-corpus CORPUS_DIR");
         return ExitCode::from(2);
     };
     let dir = Path::new(&dir);
-    let steps: [(&str, fn(&Path) -> Result<usize, String>); 4] = [
+    let steps: [(&str, SeedStep); 4] = [
         ("config_space", config_seeds),
         ("msix_mmio", msix_seeds),
         ("migration_stream", migration_seeds),
