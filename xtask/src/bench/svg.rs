@@ -68,6 +68,12 @@ pub fn render(r: &Report) -> String {
         esc(&r.backend_label()),
         esc(&r.driver)
     );
+    let _ = writeln!(
+        o,
+        "<text x=\"{LEFT}\" y=\"{:.1}\" fill=\"#666\" font-size=\"11\">points: each VF's own \
+         restore; the closing commit of vm_wide and staged is only in the totals (legend)</text>",
+        H - 6.0
+    );
     // Decade grid and y labels.
     let mut d = dlo;
     while d <= dhi {
