@@ -150,3 +150,29 @@ impl DeviceInfo {
         u32::try_from(self.irqs.len()).unwrap_or(u32::MAX)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// vfio-pci places region `i` at `i << VFIO_PCI_OFFSET_SHIFT` (40) in the device fd.
+    #[test]
+    fn region_offsets_follow_vfio_pci() {
+        assert_eq!(pci_region_offset(BAR0_REGION_INDEX), 0);
+        assert_eq!(pci_region_offset(2), 0x200_0000_0000);
+        assert_eq!(CONFIG_REGION_INDEX, 7);
+        assert_eq!(pci_region_offset(CONFIG_REGION_INDEX), 0x700_0000_0000);
+        assert_eq!(
+            (
+                INTX_IRQ_INDEX,
+                MSI_IRQ_INDEX,
+                MSIX_IRQ_INDEX,
+                ERR_IRQ_INDEX,
+                REQ_IRQ_INDEX
+            ),
+            (0, 1, 2, 3, 4)
+        );
+        assert_eq!(IrqFlags::NORESIZE.bits(), 8);
+        assert_eq!(IrqFlags::EVENTFD.bits(), 1);
+    }
+}

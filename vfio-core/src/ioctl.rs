@@ -26,6 +26,38 @@ pub(crate) fn dup_fd(raw: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// Consume an eventfd's counter if it is non-zero, without blocking even when the file is in
+/// blocking mode (as the kernel's virqfd does when the eventfd is signalled). Returns the value
+/// read, 0 when nothing was pending.
+#[cfg(feature = "sim")]
+pub(crate) fn eventfd_take(file: &std::fs::File) -> io::Result<u64> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    let mut pfd = libc::pollfd {
+        fd: file.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid, writable pollfd and nfds is 1; a zero timeout never blocks.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if ready < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if ready == 0 || pfd.revents & libc::POLLIN == 0 {
+        return Ok(0);
+    }
+    let mut buf = [0u8; 8];
+    // Readable: an eventfd read returns its 8-byte counter at once. Another reader may have
+    // raced us to it; in non-blocking mode that is EAGAIN.
+    match (&*file).read(&mut buf) {
+        Ok(8) => Ok(u64::from_ne_bytes(buf)),
+        Ok(_) => Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(feature = "kernel")]
 pub(crate) use kernel::*;
 
@@ -100,5 +132,43 @@ mod kernel {
         let file = unsafe { File::from_raw_fd(fd) };
         debug_assert!(file.as_raw_fd() == fd);
         Ok(file)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// `_IO(VFIO_TYPE, VFIO_BASE + n)`: VFIO ioctls carry no size or direction bits, type
+        /// ';' (0x3b) in bits 8..16 and the number in bits 0..8, as include/uapi/linux/vfio.h
+        /// defines them.
+        #[test]
+        fn ioctl_numbers_match_the_uapi() {
+            assert_eq!(b::VFIO_TYPE, b';');
+            assert_eq!(b::VFIO_BASE, 100);
+            assert_eq!(VFIO_DEVICE_GET_INFO(), 0x3b6b);
+            assert_eq!(VFIO_DEVICE_SET_IRQS(), 0x3b6e);
+            assert_eq!(VFIO_DEVICE_RESET(), 0x3b6f);
+            assert_eq!(VFIO_DEVICE_FEATURE(), 0x3b75);
+        }
+
+        #[test]
+        fn device_info_argsz_covers_the_whole_struct() {
+            // argsz, flags, num_regions, num_irqs, cap_offset, pad.
+            assert_eq!(std::mem::size_of::<b::vfio_device_info>(), 24);
+            assert_eq!(std::mem::offset_of!(b::vfio_device_info, num_irqs), 12);
+        }
+
+        #[test]
+        fn short_arguments_are_refused_before_the_kernel_sees_them() {
+            let f = File::open("/dev/null").unwrap();
+            let err = set_irqs(&f, &[0u8; 19]).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+            let err = device_feature(&f, &mut [0u8; 7]).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+            assert_eq!(
+                file_from_returned_fd(-1).unwrap_err().raw_os_error(),
+                Some(libc::EBADF)
+            );
+        }
     }
 }

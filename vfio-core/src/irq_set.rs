@@ -249,6 +249,22 @@ mod tests {
 
     const MSIX: u32 = crate::info::MSIX_IRQ_INDEX;
 
+    /// The flag bits of include/uapi/linux/vfio.h: three DATA types in bits 0..3, three
+    /// ACTIONs in bits 3..6.
+    #[test]
+    fn flag_bits_match_the_uapi() {
+        let data = [
+            IrqData::None,
+            IrqData::Bool(vec![]),
+            IrqData::Eventfds(vec![]),
+        ];
+        assert_eq!(data.map(|d| d.flag()), [1, 2, 4]);
+        let actions = [IrqAction::Mask, IrqAction::Unmask, IrqAction::Trigger];
+        assert_eq!(actions.map(IrqAction::flag), [8, 16, 32]);
+        assert_eq!(b::VFIO_IRQ_SET_DATA_TYPE_MASK, 0x7);
+        assert_eq!(b::VFIO_IRQ_SET_ACTION_TYPE_MASK, 0x38);
+    }
+
     #[test]
     fn bool_payload_is_one_byte_per_vector() {
         let set = IrqSet {

@@ -146,6 +146,17 @@ fn word_at(bytes: &[u8], at: usize) -> Option<[u8; 4]> {
     bytes.get(at..at + 4).and_then(|s| s.try_into().ok())
 }
 
+/// `device_state` of the `vfio_device_feature_mig_state` the kernel wrote back into `arg`.
+fn returned_state(arg: &[u8]) -> Option<u32> {
+    word_at(arg, FEATURE_HEADER_SIZE).map(u32::from_ne_bytes)
+}
+
+/// `data_fd` of the `vfio_device_feature_mig_state` the kernel wrote back into `arg` (-1 when
+/// the new state has no data fd).
+fn returned_data_fd(arg: &[u8]) -> Option<i32> {
+    word_at(arg, FEATURE_HEADER_SIZE + 4).map(i32::from_ne_bytes)
+}
+
 impl VfioDevice for KernelDevice {
     fn info(&self) -> &DeviceInfo {
         &self.info
@@ -228,9 +239,7 @@ impl VfioMigration for KernelDevice {
         };
         let flags = b::VFIO_DEVICE_FEATURE_SET | b::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE;
         let arg = self.feature(flags, &encode_mig_state(state)).map_err(err)?;
-        let fd = word_at(&arg, FEATURE_HEADER_SIZE + 4)
-            .map(i32::from_ne_bytes)
-            .ok_or_else(|| err(errno(libc::EIO)))?;
+        let fd = returned_data_fd(&arg).ok_or_else(|| err(errno(libc::EIO)))?;
         if fd < 0 {
             return Ok(None);
         }
@@ -243,8 +252,7 @@ impl VfioMigration for KernelDevice {
         let arg = self
             .feature(flags, &encode_mig_state(MigState::Error))
             .map_err(Error::GetMigrationState)?;
-        word_at(&arg, FEATURE_HEADER_SIZE)
-            .map(u32::from_ne_bytes)
+        returned_state(&arg)
             .and_then(MigState::from_raw)
             .ok_or_else(|| Error::GetMigrationState(errno(libc::EIO)))
     }
@@ -280,6 +288,42 @@ mod tests {
             i32::from_ne_bytes(arg[fd_at..fd_at + 4].try_into().unwrap()),
             -1
         );
+    }
+
+    /// GET is bit 16, SET bit 17, the feature number in bits 0..16 (include/uapi/linux/vfio.h);
+    /// MIG_DEVICE_STATE is feature 2, MIGRATION feature 1.
+    #[test]
+    fn feature_flags_match_the_uapi_numbers() {
+        let set = b::VFIO_DEVICE_FEATURE_SET | b::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE;
+        let get = b::VFIO_DEVICE_FEATURE_GET | b::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE;
+        assert_eq!(set, 0x2_0002);
+        assert_eq!(get, 0x1_0002);
+        assert_eq!(b::VFIO_DEVICE_FEATURE_MASK, 0xffff);
+        // The uAPI state numbers, which the payload carries.
+        let raw: Vec<u32> = MigState::ALL.iter().map(|s| s.to_raw()).collect();
+        assert_eq!(raw, [0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    /// What the kernel writes back: `vfio_ioct_mig_return_fd` fills `data_fd` with the new fd;
+    /// on a state without one, and on GET, it is -1 and `device_state` carries the state.
+    #[test]
+    fn the_returned_mig_state_is_read_from_the_kernel_offsets() {
+        let flags = b::VFIO_DEVICE_FEATURE_SET | b::VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE;
+        let mut arg = encode_feature(flags, &encode_mig_state(MigState::StopCopy));
+        let state_at =
+            FEATURE_HEADER_SIZE + offset_of!(b::vfio_device_feature_mig_state, device_state);
+        let fd_at = FEATURE_HEADER_SIZE + offset_of!(b::vfio_device_feature_mig_state, data_fd);
+        assert_eq!(returned_data_fd(&arg), Some(-1));
+        arg[fd_at..fd_at + 4].copy_from_slice(&42i32.to_ne_bytes());
+        arg[state_at..state_at + 4].copy_from_slice(&6u32.to_ne_bytes());
+        assert_eq!(returned_data_fd(&arg), Some(42));
+        assert_eq!(
+            returned_state(&arg).and_then(MigState::from_raw),
+            Some(MigState::PreCopy)
+        );
+        // A truncated buffer is not read past its end.
+        assert_eq!(returned_data_fd(&arg[..15]), None);
+        assert_eq!(returned_state(&arg[..11]), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use vfio_bindings::bindings::vfio as b;
 
 use crate::error::{errno, Error, Result};
 use crate::info::{ERR_IRQ_INDEX, INTX_IRQ_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX, REQ_IRQ_INDEX};
-use crate::ioctl::dup_fd;
+use crate::ioctl::{dup_fd, eventfd_take};
 use crate::irq_set::{IrqData, IrqSet};
 
 use super::SimCounters;
@@ -39,6 +39,11 @@ impl Trigger {
     fn signal(&self) -> bool {
         (&self.file).write_all(&1u64.to_ne_bytes()).is_ok()
     }
+
+    /// Whether the eventfd was signalled since last asked (its counter is consumed).
+    fn take(&self) -> bool {
+        eventfd_take(&self.file).is_ok_and(|n| n > 0)
+    }
 }
 
 /// Per-device interrupt state.
@@ -54,6 +59,9 @@ pub(crate) struct IrqState {
     /// MSI-X pending bits (the PBA), latched by raises with no trigger bound.
     pub(crate) pending: Vec<bool>,
     pub(crate) intx: Option<Trigger>,
+    /// The INTx unmask eventfd (`ACTION_UNMASK | DATA_EVENTFD`, the kernel's virqfd): a
+    /// signal on it unmasks INTx. Serviced whenever the device or the user touches INTx.
+    pub(crate) intx_unmask: Option<Trigger>,
     pub(crate) intx_masked: bool,
     pub(crate) intx_pending: bool,
     pub(crate) err: Option<Trigger>,
@@ -78,6 +86,7 @@ impl IrqState {
             ctx: Vec::new(),
             pending: vec![false; msix_vectors as usize],
             intx: None,
+            intx_unmask: None,
             intx_masked: false,
             intx_pending: false,
             err: None,
@@ -87,10 +96,14 @@ impl IrqState {
     }
 
     /// Carry out a request that passed [`IrqSet::validate`].
+    ///
+    /// `virq_disabled` is the INTx Disable bit of the (virtual) COMMAND register: INTx starts
+    /// masked when it is set, as vfio-pci's `vfio_intx_enable` does.
     pub(crate) fn apply(
         &mut self,
         set: &IrqSet,
         max_vectors: u32,
+        virq_disabled: bool,
         c: &mut SimCounters,
     ) -> Result<()> {
         let flags = set.flags();
@@ -99,7 +112,9 @@ impl IrqState {
             (MSI_IRQ_INDEX | MSIX_IRQ_INDEX, b::VFIO_IRQ_SET_ACTION_TRIGGER) => {
                 self.msi_trigger(set, max_vectors, c)
             }
-            (INTX_IRQ_INDEX, b::VFIO_IRQ_SET_ACTION_TRIGGER) => self.intx_trigger(set, c),
+            (INTX_IRQ_INDEX, b::VFIO_IRQ_SET_ACTION_TRIGGER) => {
+                self.intx_trigger(set, virq_disabled, c)
+            }
             (INTX_IRQ_INDEX, b::VFIO_IRQ_SET_ACTION_MASK | b::VFIO_IRQ_SET_ACTION_UNMASK) => {
                 self.intx_mask(set, action == b::VFIO_IRQ_SET_ACTION_MASK, c)
             }
@@ -137,6 +152,10 @@ impl IrqState {
             let fds = Self::fds(set);
             if is_this {
                 return self.set_block(set.index, set.start, &fds, c);
+            }
+            if set.start + set.count == 0 {
+                // pci_alloc_irq_vectors(pdev, 1, 0, ..): fewer than the minimum of one.
+                return Err(set_err(set.index, libc::ERANGE));
             }
             self.msi_enable(set.index, set.start + set.count, max_vectors, c);
             let ret = self.set_block(set.index, set.start, &fds, c);
@@ -262,37 +281,42 @@ impl IrqState {
         Ok(())
     }
 
-    fn intx_trigger(&mut self, set: &IrqSet, c: &mut SimCounters) -> Result<()> {
+    /// `vfio_pci_set_intx_trigger`. Since Linux 6.9 the INTx handler is requested once, when
+    /// INTx is enabled (even with no eventfd), and freed when it is disabled; changing the
+    /// eventfd only swaps the trigger and costs no `request_irq`.
+    fn intx_trigger(
+        &mut self,
+        set: &IrqSet,
+        virq_disabled: bool,
+        c: &mut SimCounters,
+    ) -> Result<()> {
         let data = set.flags() & b::VFIO_IRQ_SET_DATA_TYPE_MASK;
         let is_this = self.active == Some(INTX_IRQ_INDEX);
         if is_this && set.count == 0 && data == b::VFIO_IRQ_SET_DATA_NONE {
-            if self.intx.take().is_some() {
-                c.free_irq += 1;
-            }
-            self.active = None;
-            c.index_disables += 1;
+            self.intx_disable(c);
             return Ok(());
         }
-        if !(is_this || self.active.is_none()) {
+        if !(is_this || self.active.is_none()) || set.start != 0 || set.count != 1 {
             return Err(set_err(INTX_IRQ_INDEX, libc::EINVAL));
         }
         if data == b::VFIO_IRQ_SET_DATA_EVENTFD {
             let fd = Self::fds(set).first().copied().unwrap_or(-1);
-            if self.intx.take().is_some() {
-                c.free_irq += 1;
-            }
-            if !is_this {
-                self.active = Some(INTX_IRQ_INDEX);
-                c.index_enables += 1;
-            }
-            if fd >= 0 {
-                let t = Trigger::bind(fd).map_err(|source| Error::SetIrqs {
+            let trigger = if fd >= 0 {
+                Some(Trigger::bind(fd).map_err(|source| Error::SetIrqs {
                     index: INTX_IRQ_INDEX,
                     source,
-                })?;
+                })?)
+            } else {
+                None
+            };
+            if !is_this {
+                self.active = Some(INTX_IRQ_INDEX);
+                self.intx_masked = virq_disabled;
+                self.intx_pending = false;
+                c.index_enables += 1;
                 c.request_irq += 1;
-                self.intx = Some(t);
             }
+            self.intx = trigger;
             return Ok(());
         }
         if !is_this {
@@ -300,7 +324,7 @@ impl IrqState {
         }
         let fire = match &set.data {
             IrqData::Bool(v) => v.first().copied().unwrap_or(false),
-            _ => set.count > 0,
+            _ => true,
         };
         if fire {
             if let Some(t) = &self.intx {
@@ -312,27 +336,77 @@ impl IrqState {
         Ok(())
     }
 
+    fn intx_disable(&mut self, c: &mut SimCounters) {
+        self.intx = None;
+        self.intx_unmask = None;
+        self.intx_masked = false;
+        self.intx_pending = false;
+        self.active = None;
+        c.free_irq += 1;
+        c.index_disables += 1;
+    }
+
+    /// `vfio_pci_set_intx_mask` / `vfio_pci_set_intx_unmask`: only while INTx is enabled, only
+    /// `start 0, count 1`; DATA_EVENTFD installs (fd >= 0) or removes (-1) the unmask eventfd,
+    /// and is ENOTTY for MASK.
     fn intx_mask(&mut self, set: &IrqSet, mask: bool, c: &mut SimCounters) -> Result<()> {
-        if self.active != Some(INTX_IRQ_INDEX) {
-            return Ok(());
+        if self.active != Some(INTX_IRQ_INDEX) || set.start != 0 || set.count != 1 {
+            return Err(set_err(INTX_IRQ_INDEX, libc::EINVAL));
         }
+        self.service_intx_unmask(c);
         let apply = match &set.data {
             IrqData::Bool(v) => v.first().copied().unwrap_or(false),
-            IrqData::Eventfds(_) => return Err(set_err(INTX_IRQ_INDEX, libc::EINVAL)),
-            IrqData::None => set.count > 0,
+            IrqData::None => true,
+            IrqData::Eventfds(_) if mask => return Err(set_err(INTX_IRQ_INDEX, libc::ENOTTY)),
+            IrqData::Eventfds(_) => {
+                let fd = Self::fds(set).first().copied().unwrap_or(-1);
+                self.intx_unmask = if fd >= 0 {
+                    Some(Trigger::bind(fd).map_err(|source| Error::SetIrqs {
+                        index: INTX_IRQ_INDEX,
+                        source,
+                    })?)
+                } else {
+                    None
+                };
+                return Ok(());
+            }
         };
         if apply {
-            self.intx_masked = mask;
-            if !mask && self.intx_pending {
-                self.intx_pending = false;
-                if let Some(t) = &self.intx {
-                    if t.signal() {
-                        c.signals += 1;
-                    }
-                }
+            if mask {
+                self.intx_masked = true;
+            } else {
+                self.intx_unmask_now(c);
             }
         }
         Ok(())
+    }
+
+    /// `vfio_pci_intx_unmask`: with the line still asserted (a raise latched while masked) the
+    /// interrupt is sent again and INTx stays masked; otherwise it is unmasked.
+    fn intx_unmask_now(&mut self, c: &mut SimCounters) {
+        if !self.intx_masked {
+            return;
+        }
+        if self.intx_pending {
+            self.intx_pending = false;
+            if let Some(t) = &self.intx {
+                if t.signal() {
+                    c.signals += 1;
+                }
+            }
+        } else {
+            self.intx_masked = false;
+        }
+    }
+
+    /// Act on a signal of the INTx unmask eventfd, if one arrived.
+    pub(crate) fn service_intx_unmask(&mut self, c: &mut SimCounters) {
+        if self.active != Some(INTX_IRQ_INDEX) {
+            return;
+        }
+        if self.intx_unmask.as_ref().is_some_and(Trigger::take) {
+            self.intx_unmask_now(c);
+        }
     }
 
     fn ctx_trigger_single(&mut self, set: &IrqSet, c: &mut SimCounters) -> Result<()> {
@@ -343,10 +417,12 @@ impl IrqState {
         } else {
             &mut self.req
         };
+        // DATA_NONE on an index with no eventfd matches nothing in the kernel: EINVAL.
+        if data == b::VFIO_IRQ_SET_DATA_NONE && slot.is_none() {
+            return Err(set_err(index, libc::EINVAL));
+        }
         if data == b::VFIO_IRQ_SET_DATA_NONE && set.count == 0 {
-            if slot.take().is_some() {
-                c.free_irq += 1;
-            }
+            *slot = None;
             return Ok(());
         }
         if set.count != 1 {
@@ -355,11 +431,13 @@ impl IrqState {
         match data {
             b::VFIO_IRQ_SET_DATA_EVENTFD => {
                 let fd = Self::fds(set).first().copied().unwrap_or(-1);
-                *slot = None;
-                if fd >= 0 {
+                if fd == -1 {
+                    *slot = None;
+                } else if fd >= 0 {
                     *slot =
                         Some(Trigger::bind(fd).map_err(|source| Error::SetIrqs { index, source })?);
                 }
+                // Any other negative fd leaves the trigger as it is.
                 Ok(())
             }
             _ => {
@@ -400,6 +478,7 @@ impl IrqState {
 
     /// The device asserts INTx: signal it unless masked (INTx is automasked when it fires).
     pub(crate) fn raise_intx(&mut self, c: &mut SimCounters) -> RaiseOutcome {
+        self.service_intx_unmask(c);
         match (
             &self.intx,
             self.active == Some(INTX_IRQ_INDEX),

@@ -5,7 +5,13 @@
 //!
 //! Stream format (device-internal, opaque to users): frames of a little-endian `u32` length
 //! then that many bytes. PRE_COPY sends one frame with the state at entry; STOP_COPY sends one
-//! with the final state and ends the stream. RESUMING keeps the last complete frame.
+//! with the final state and ends the stream. RESUMING keeps the last complete frame. A frame is
+//! in the stream by the time the state change returns, as a driver's initial PRE_COPY data is.
+//!
+//! A failing arc leaves the device where the driver leaves it. Linux drivers (mlx5, hisi_acc,
+//! pds) step arcs in a loop and, when one fails, stop with `device_state` at the last state
+//! they reached; some failures (a resume stream the device rejects) leave ERROR, which only a
+//! reset leaves. [`ArcFailure`] chooses which one an injected failure models.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -78,12 +84,48 @@ pub(crate) fn next_state(cur: MigState, target: MigState, features: F) -> Option
     None
 }
 
+/// Where an injected migration arc failure leaves the device
+/// ([`SimDevice::fail_migration_arc`](super::SimDevice::fail_migration_arc)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArcFailure {
+    /// The device stays in the arc's source state, the last one it reached (what mlx5,
+    /// hisi_acc and pds do when a step fails).
+    StaysInSource,
+    /// The device enters ERROR and its data fds stop working; only a reset leaves it.
+    EntersError,
+}
+
+/// One single-state arc the device was asked to take, in order
+/// ([`SimDevice::migration_arcs`](super::SimDevice::migration_arcs)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationArc {
+    /// The state the device was in.
+    pub from: MigState,
+    /// The state the arc leads to.
+    pub to: MigState,
+    /// Whether the device took it.
+    pub succeeded: bool,
+}
+
+/// An injected arc failure.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ArcFault {
+    pub(crate) from: MigState,
+    pub(crate) to: MigState,
+    pub(crate) errno: i32,
+    pub(crate) leaves: ArcFailure,
+}
+
 /// The simulated device's migration state.
 #[derive(Debug)]
 pub(crate) struct MigSim {
     pub(crate) features: F,
     pub(crate) state: MigState,
     pub(crate) blob: Vec<u8>,
+    /// Injected failure of one arc, every time it is taken, until cleared.
+    pub(crate) fault: Option<ArcFault>,
+    /// Every arc attempted, in order.
+    pub(crate) arcs: Vec<MigrationArc>,
     /// Saving: the device's end of the stream, a handle on the user's end (to switch it
     /// between PRE_COPY's non-blocking and STOP_COPY's blocking reads), the last writer.
     saving: Option<Saving>,
@@ -100,6 +142,33 @@ struct Saving {
     user: UnixStream,
     /// The last queued writer; each writer joins the one before it.
     last: Option<JoinHandle<()>>,
+}
+
+/// Write what the (non-blocking) socket takes now; returns the bytes written. A reader that
+/// went away counts as everything written: the device does not care.
+fn write_now(dev: &UnixStream, bytes: &[u8]) -> usize {
+    let mut done = 0;
+    while let Some(rest) = bytes.get(done..).filter(|r| !r.is_empty()) {
+        match (&*dev).write(rest) {
+            Ok(0) => return bytes.len(),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return done,
+            Err(_) => return bytes.len(),
+        }
+    }
+    done
+}
+
+/// Write all of `bytes` to the non-blocking socket, waiting for room.
+fn write_blocking(dev: &UnixStream, bytes: &[u8]) {
+    let mut done = 0;
+    while done < bytes.len() {
+        done += write_now(dev, bytes.get(done..).unwrap_or_default());
+        if done < bytes.len() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
 }
 
 fn frame(blob: &[u8]) -> Vec<u8> {
@@ -131,25 +200,33 @@ impl MigSim {
             features,
             state: S::Running,
             blob,
+            fault: None,
+            arcs: Vec::new(),
             saving: None,
             resuming: None,
         }
     }
 
-    /// Queue `bytes` on the saving stream after whatever was queued before; with `end`, the
-    /// stream ends once they are written.
+    /// Put `bytes` on the saving stream after whatever was queued before; with `end`, the
+    /// stream ends once they are written. What the socket buffer takes is written now (a frame
+    /// of at most `SIM_MAX_BLOB` bytes always fits); anything left is written by a thread.
     fn send(&mut self, bytes: Vec<u8>, end: bool) -> std::io::Result<()> {
         let saving = self.saving.as_mut().ok_or_else(|| errno(libc::EBADF))?;
         let dev = saving.dev.as_ref().ok_or_else(|| errno(libc::EBADF))?;
-        let mut writer = dev.try_clone()?;
-        let prev = saving.last.take();
-        saving.last = Some(std::thread::spawn(move || {
-            if let Some(prev) = prev {
-                let _ = prev.join();
-            }
-            // The reader may have gone away; the device does not care.
-            let _ = writer.write_all(&bytes);
-        }));
+        let mut done = 0;
+        if saving.last.as_ref().is_none_or(JoinHandle::is_finished) {
+            done = write_now(dev, &bytes);
+        }
+        if done < bytes.len() {
+            let writer = dev.try_clone()?;
+            let prev = saving.last.take();
+            saving.last = Some(std::thread::spawn(move || {
+                if let Some(prev) = prev {
+                    let _ = prev.join();
+                }
+                write_blocking(&writer, bytes.get(done..).unwrap_or_default());
+            }));
+        }
         if end {
             saving.dev = None;
         }
@@ -163,6 +240,7 @@ impl MigSim {
         match (cur, next) {
             (S::Running | S::RunningP2p, S::PreCopy | S::PreCopyP2p) | (S::Stop, S::StopCopy) => {
                 let (dev, user) = UnixStream::pair()?;
+                dev.set_nonblocking(true)?;
                 let ctl = user.try_clone()?;
                 ctl.set_nonblocking(next != S::StopCopy)?;
                 self.saving = Some(Saving {
@@ -229,14 +307,27 @@ impl MigSim {
         }
         let mut fd = None;
         while self.state != target {
-            let next = next_state(self.state, target, self.features)
-                .ok_or_else(|| err(errno(libc::EINVAL)))?;
-            match self.step(next) {
+            let from = self.state;
+            let next =
+                next_state(from, target, self.features).ok_or_else(|| err(errno(libc::EINVAL)))?;
+            let injected = self.fault.filter(|f| f.from == from && f.to == next);
+            let result = match injected {
+                Some(f) => Err((errno(f.errno), f.leaves)),
+                None => self.step(next).map_err(|e| (e, ArcFailure::EntersError)),
+            };
+            self.arcs.push(MigrationArc {
+                from,
+                to: next,
+                succeeded: result.is_ok(),
+            });
+            match result {
                 Ok(f) => fd = f.or(fd),
-                Err(e) => {
-                    self.state = S::Error;
-                    self.saving = None;
-                    self.resuming = None;
+                Err((e, leaves)) => {
+                    if leaves == ArcFailure::EntersError {
+                        self.state = S::Error;
+                        self.saving = None;
+                        self.resuming = None;
+                    }
                     return Err(err(e));
                 }
             }

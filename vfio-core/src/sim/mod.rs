@@ -33,9 +33,10 @@ use crate::migration::{MigState, MigrationDataFd, MigrationFeatures};
 
 pub use builder::{MsixMode, MsixPlacement, SimDeviceBuilder, SIM_MAX_BLOB};
 pub use irq::RaiseOutcome;
+pub use migration::{ArcFailure, MigrationArc};
 
 use irq::IrqState;
-use migration::MigSim;
+use migration::{ArcFault, MigSim};
 
 const PAGE: u64 = 4096;
 
@@ -343,6 +344,14 @@ impl SimDevice {
         s.irq.raise_intx(&mut s.counters)
     }
 
+    /// Whether INTx is masked (by the user, or automatically when it fired). A signal on the
+    /// INTx unmask eventfd, if one is bound, is acted on first.
+    pub fn is_intx_masked(&self) -> bool {
+        let s = &mut *self.lock();
+        s.irq.service_intx_unmask(&mut s.counters);
+        s.irq.intx_masked
+    }
+
     /// Whether MSI-X vector `vector` is latched pending.
     pub fn is_pending(&self, vector: u32) -> bool {
         self.lock()
@@ -383,11 +392,49 @@ impl SimDevice {
         self.lock().irq.fail_request = Some((vector, errno));
     }
 
+    /// Make every migration arc `from -> to` fail with `errno` until
+    /// [`SimDevice::clear_faults`], leaving the device as `leaves` says. The arc is one single
+    /// step of the kernel's walk, so a request that passes through it fails there too (after
+    /// the arcs before it were taken). Fails when the device does not support migration.
+    pub fn fail_migration_arc(
+        &self,
+        from: MigState,
+        to: MigState,
+        errno: i32,
+        leaves: ArcFailure,
+    ) -> Result<()> {
+        let mut s = self.lock();
+        let m = s
+            .migration
+            .as_mut()
+            .ok_or(Error::SimConfig("device does not support migration"))?;
+        m.fault = Some(ArcFault {
+            from,
+            to,
+            errno,
+            leaves,
+        });
+        Ok(())
+    }
+
+    /// Every single-state migration arc the device was asked to take, in order, failed ones
+    /// included (empty without migration support). A reset does not clear it.
+    pub fn migration_arcs(&self) -> Vec<MigrationArc> {
+        self.lock()
+            .migration
+            .as_ref()
+            .map(|m| m.arcs.clone())
+            .unwrap_or_default()
+    }
+
     /// Remove injected failures.
     pub fn clear_faults(&self) {
         let mut s = self.lock();
         s.faults = Faults::default();
         s.irq.fail_request = None;
+        if let Some(m) = s.migration.as_mut() {
+            m.fault = None;
+        }
     }
 
     /// The device-internal state migration saves and restores.
@@ -537,7 +584,12 @@ impl VfioDevice for SimDevice {
             }
             _ => set.validate(&self.info).and_then(|()| {
                 let max = self.info.irq(set.index).map_or(0, |i| i.count);
-                s.irq.apply(set, max, &mut s.counters)
+                // COMMAND bit 10, INTx Disable: INTx starts masked when the user set it.
+                let virq_disabled = s
+                    .config
+                    .read_u16(pci_config::regs::COMMAND)
+                    .is_ok_and(|cmd| cmd & (1 << 10) != 0);
+                s.irq.apply(set, max, virq_disabled, &mut s.counters)
             }),
         };
         if result.is_err() {
