@@ -10,6 +10,21 @@
 //!
 //! Share it as `Arc<SimDevice>`: hand a clone to the code under test (as
 //! `Arc<dyn VfioDevice>`) and keep one to raise vectors and read counters.
+//!
+//! # Where it differs from Linux
+//!
+//! Known, deliberate or not yet modelled:
+//! - The migration data fd is a Unix socket pair, not an anonymous file: in PRE_COPY "nothing
+//!   more for now" reads as `EAGAIN` rather than `ENOMSG` (`MigrationDataFd::read_chunk` folds
+//!   both into `NothingMoreForNow`), a stale fd reads EOF rather than `ENODEV`, and the blob is
+//!   limited to [`SIM_MAX_BLOB`]. `VFIO_MIG_GET_PRECOPY_INFO` and `MIG_DATA_SIZE` are absent.
+//! - Dynamic MSI-X is whatever the builder says; the kernel also requires MSI domain support.
+//! - A raise on an allocated MSI-X vector with no eventfd is latched pending (QEMU's view of the
+//!   PBA); the kernel loses it. An unmasked INTx with no eventfd is latched too, where the
+//!   kernel masks the line and drops the interrupt.
+//! - A loopback INTx trigger ignores COMMAND's INTx Disable; the ERR index has no vectors (no
+//!   PCIe error reporting); reset does not tear down interrupts (as in the kernel).
+//! - A raw-flags request may pair one DATA type's flag with another type's payload.
 
 mod builder;
 mod irq;
