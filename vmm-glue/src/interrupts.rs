@@ -192,13 +192,8 @@ impl PassthroughDevice {
         if let Some(vs) = &mut self.msi_vectors {
             let n = u16::try_from(vs.len()).unwrap_or(u16::MAX);
             vs.ensure_routes(&self.router, strategy, &wanted, 0..n, &mut self.stats);
-            if vs
-                .sync_triggers(&*self.dev, &self.router, &wanted, &mut self.stats)
-                .is_err()
-            {
-                self.stats.device_access_errors += 1;
-            }
         }
+        self.reconcile_vectors(false, &wanted);
         self.deliver_msi_pending(&wanted);
     }
 
@@ -211,13 +206,54 @@ impl PassthroughDevice {
             return;
         };
         vs.ensure_routes(&self.router, strategy, &wanted, which, &mut self.stats);
+        self.reconcile_vectors(true, &wanted);
+        self.deliver_unmasked_pending(&wanted);
+    }
+
+    /// Once a batch has ended (its own, or an outer one; committed or refused), or a route
+    /// change outside any batch has returned: points the triggers of the MSI-X (`msix`) or
+    /// MSI vectors where their routes' final states say (irqfd when staged or routed,
+    /// userspace eventfd otherwise), then delivers the signals stranded on the irqfds of
+    /// vectors whose route fell back while their trigger still pointed there: a masked vector
+    /// gets its pending bit, an unmasked one a userspace message with the guest's message.
+    pub(crate) fn reconcile_vectors(&mut self, msix: bool, wanted: &[Wanted]) {
+        let vs = if msix {
+            &mut self.msix_vectors
+        } else {
+            &mut self.msi_vectors
+        };
+        let Some(vs) = vs else {
+            return;
+        };
         if vs
-            .sync_triggers(&*self.dev, &self.router, &wanted, &mut self.stats)
+            .sync_triggers(&*self.dev, &self.router, wanted, &mut self.stats)
             .is_err()
         {
             self.stats.device_access_errors += 1;
         }
-        self.deliver_unmasked_pending(&wanted);
+        // After the triggers moved: a signal from now on reaches the userspace eventfd.
+        let stranded = vs.take_stranded(&self.router);
+        let live = if msix { usize::MAX } else { self.msi_live() };
+        for v in stranded {
+            let Some(w) = wanted.get(usize::from(v)).copied() else {
+                continue;
+            };
+            if usize::from(v) >= live {
+                continue;
+            }
+            self.stats.stranded_signals += 1;
+            if !w.masked {
+                self.deliver(msix, v, w);
+            } else if msix {
+                if let Some(t) = &mut self.msix {
+                    t.set_pending(v);
+                    self.stats.pending_set += 1;
+                }
+            } else {
+                self.set_msi_pending(v, true);
+                self.stats.pending_set += 1;
+            }
+        }
     }
 
     fn deliver_unmasked_pending(&mut self, wanted: &[Wanted]) {

@@ -176,16 +176,26 @@ impl PassthroughDevice {
     /// changes. Restoring the state the device already holds changes nothing.
     pub fn restore(&mut self, state: &DeviceState) -> Result<()> {
         self.check_state_fits(state)?;
-        // 1. Config space.
+        // 1. Config space (the emulated bytes as they were, to put back if the device refuses
+        //    COMMAND).
+        let prior = (
+            self.cfg.space.emulated().to_vec(),
+            self.cfg.space.emulated_mask().to_vec(),
+        );
         self.cfg
             .space
             .restore_emulated(&state.config.bytes, &state.config.emulated_mask)
             .map_err(Error::ConfigModel)?;
         // 2. COMMAND, to the device.
         let command = self.cfg.read_u16(0x04);
-        self.dev
+        if let Err(e) = self
+            .dev
             .region_write(CONFIG_REGION_INDEX, 0x04, &command.to_le_bytes())
-            .map_err(Error::ConfigWrite)?;
+        {
+            // Same sizes as the ones just replaced: this cannot fail.
+            let _ = self.cfg.space.restore_emulated(&prior.0, &prior.1);
+            return Err(Error::ConfigWrite(e));
+        }
         // 3. BARs (the registers came with the config bytes).
         let indexes: Vec<u8> = self.cfg.bars.iter().map(|b| b.index).collect();
         for i in indexes {
@@ -213,22 +223,30 @@ impl PassthroughDevice {
         Ok(())
     }
 
-    /// After an outer batch this device took part in has committed: points the triggers of
-    /// vectors whose route fell back to userspace at their userspace eventfds (no call when
-    /// none did).
+    /// After an outer batch this device took part in has ended, committed **or refused**:
+    /// brings every vector's VFIO trigger in line with its route's final state. A routed
+    /// vector triggers its irqfd; a vector whose route fell back to userspace (a refused
+    /// commit undoes the batch's routes, a failed irqfd attach leaves one route behind)
+    /// triggers its userspace eventfd, so [`PassthroughDevice::poll_userspace_interrupts`]
+    /// keeps delivering it. Signals the device sent to the irqfd of such a vector before its
+    /// trigger moved are delivered too (a userspace message, or the pending bit if masked).
+    ///
+    /// Costs one SET_IRQS when several triggers move, one per-vector call when one does, and
+    /// nothing when every route was committed. [`restore_all`] and [`StagedRestore`] call it
+    /// for every device they restored; a VMM that holds its own outer
+    /// [`RouteBatch`](irq_routing::RouteBatch) across [`PassthroughDevice::restore`] calls
+    /// it for every device once the batch ends, whether `commit` succeeded or not.
     pub fn sync_after_commit(&mut self) {
-        let (wanted, vs) = match self.mode {
-            IrqMode::Msix => (self.msix_wanted(), &mut self.msix_vectors),
-            IrqMode::Msi => (self.msi_wanted(), &mut self.msi_vectors),
-            _ => return,
-        };
-        if let Some(vs) = vs {
-            if vs
-                .sync_triggers(&*self.dev, &self.router, &wanted, &mut self.stats)
-                .is_err()
-            {
-                self.stats.device_access_errors += 1;
+        match self.mode {
+            IrqMode::Msix => {
+                let wanted = self.msix_wanted();
+                self.reconcile_vectors(true, &wanted);
             }
+            IrqMode::Msi => {
+                let wanted = self.msi_wanted();
+                self.reconcile_vectors(false, &wanted);
+            }
+            IrqMode::Intx | IrqMode::None => {}
         }
     }
 }
@@ -242,11 +260,17 @@ impl PassthroughDevice {
 /// device is touched. One bad state fails the whole restore with nothing changed: no route,
 /// no commit, no SET_IRQS, no device's strategy or config.
 ///
+/// Whatever happens once devices are touched, the batch is ended and every device restored
+/// so far is reconciled ([`PassthroughDevice::sync_after_commit`]) before this returns: no
+/// vector is left triggering an irqfd that no GSI injects.
+///
 /// # Errors
 /// [`Error::InvalidState`], [`Error::StateMismatch`] or [`Error::RouterMismatch`] (nothing
 /// changed); [`Error::ConfigWrite`] when a device fails the COMMAND write (devices before it
 /// are restored and their routes committed, that device and the later ones are left with
-/// their config as it was); or the outer commit's error.
+/// their config and strategy as they were); or [`Error::Route`] when the outer commit is
+/// refused (every device is restored VMM-side, the routes of the batch are undone by the
+/// router and their vectors deliver through userspace until a retry routes them).
 pub fn restore_all<'a>(
     router: &irq_routing::Router,
     devices: impl IntoIterator<Item = (&'a mut PassthroughDevice, &'a DeviceState)>,
@@ -262,19 +286,32 @@ pub fn restore_all<'a>(
     let before = router.stats().commits;
     let start: Vec<u64> = pairs.iter().map(|(d, _)| d.stats.set_irqs_calls).collect();
     let mut devs: Vec<&mut PassthroughDevice> = Vec::with_capacity(pairs.len());
+    let mut failed = None;
     {
         let outer = matches!(strategy, Strategy::VmWide | Strategy::Staged).then(|| router.batch());
         for (dev, state) in pairs {
+            let previous = dev.strategy();
             dev.set_strategy(strategy);
-            dev.restore(state)?;
+            if let Err(e) = dev.restore(state) {
+                dev.set_strategy(previous);
+                failed = Some(e);
+                break;
+            }
             devs.push(dev);
         }
         if let Some(b) = outer {
-            b.commit().map_err(Error::Route)?;
+            if let Err(e) = b.commit() {
+                failed.get_or_insert(Error::Route(e));
+            }
         }
     }
+    // Success or not, the batch has ended: every restored device's triggers follow the final
+    // state of its routes (a refused commit left them on userspace).
     for d in devs.iter_mut() {
         d.sync_after_commit();
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     Ok(RestoreReport {
         devices: devs.len(),
@@ -298,6 +335,10 @@ pub struct StagedRestore {
 impl StagedRestore {
     /// Before the switchover: restores every device from its precopied state in one VM-wide
     /// batch.
+    ///
+    /// # Errors
+    /// As [`restore_all`]; on a refused commit the devices are reconciled with their routes'
+    /// final states (userspace delivery) before this returns.
     pub fn stage<'a>(
         router: &irq_routing::Router,
         devices: impl IntoIterator<Item = (&'a mut PassthroughDevice, &'a DeviceState)>,
@@ -313,6 +354,13 @@ impl StagedRestore {
 
     /// At the switchover: restores the final states; only what changed since the precopy
     /// costs a commit or a SET_IRQS (nothing changed: zero of each).
+    ///
+    /// # Errors
+    /// As [`restore_all`]. When the commit of the difference is refused, the router undoes
+    /// the routes it added or updated (those vectors lose their GSI), and every device's
+    /// triggers are reconciled before this returns: those vectors deliver through userspace,
+    /// the untouched ones stay on their KVM routes. A retry with [`restore_all`] and the same
+    /// final states routes them again.
     pub fn commit<'a>(
         self,
         router: &irq_routing::Router,
@@ -321,3 +369,7 @@ impl StagedRestore {
         restore_all(router, devices, Strategy::Staged)
     }
 }
+
+#[cfg(test)]
+#[path = "migration_tests.rs"]
+mod tests;

@@ -79,7 +79,7 @@ impl PassthroughDevice {
     }
 
     /// Delivers an unmasked vector of the MSI-X (`msix`) or MSI set.
-    fn deliver(&mut self, msix: bool, vector: u16, w: Wanted) {
+    pub(crate) fn deliver(&mut self, msix: bool, vector: u16, w: Wanted) {
         let vs = if msix {
             &self.msix_vectors
         } else {
@@ -118,7 +118,7 @@ impl PassthroughDevice {
         }
     }
 
-    fn set_msi_pending(&mut self, vector: u16, pending: bool) {
+    pub(crate) fn set_msi_pending(&mut self, vector: u16, pending: bool) {
         let Some(cap) = self.cfg.msi.filter(|c| c.per_vector_mask) else {
             return;
         };

@@ -25,4 +25,8 @@ pub struct DeviceStats {
     pub pending_set: u64,
     /// Interrupts re-delivered on unmask because their pending bit was set.
     pub pending_delivered: u64,
+    /// Signals found on the irqfd of a vector whose route fell back to userspace (a refused
+    /// commit, a failed irqfd attach) after its trigger had been pointed there: no GSI would
+    /// have injected them, so they were delivered through userspace (or set the pending bit).
+    pub stranded_signals: u64,
 }

@@ -312,6 +312,22 @@ impl VectorSet {
         }
     }
 
+    /// Reads (and resets) the irqfd of every vector that holds a route no longer on the KVM
+    /// path (it fell back to userspace, or is gone): signals that reached the irqfd while
+    /// its trigger still pointed there, which no GSI will ever inject. Returns those vectors.
+    ///
+    /// Vectors whose route is staged or routed are left alone (KVM owns their irqfd), and so
+    /// are vectors that never held a route (their irqfd was never a trigger), so the common
+    /// path costs no syscall.
+    pub(crate) fn take_stranded(&self, router: &Router) -> Vec<u16> {
+        (0u16..)
+            .zip(self.slots.iter())
+            .filter(|(v, s)| s.route.is_some() && !self.kvm_path(router, *v))
+            .filter(|(_, s)| s.irqfd.read().is_ok_and(|n| n > 0))
+            .map(|(v, _)| v)
+            .collect()
+    }
+
     /// Signals `vector`'s irqfd, so KVM injects its route's message.
     pub(crate) fn kick_irqfd(&self, vector: u16) -> bool {
         self.slots

@@ -682,10 +682,6 @@ fault_matrix! {
     // SET_IRQS per device.
     restore_set_irqs_1: Restore, Nth(SetIrqs, 1);
     restore_set_irqs_2: Restore, Nth(SetIrqs, 2);
-    // Known bug in vmm-glue: when the VM-wide commit fails, `restore_all` returns before
-    // `sync_after_commit`, so triggers stay on irqfds that no GSI has: interrupts are lost
-    // until a retry. Run with `--ignored` to see it.
-    #[ignore = "vmm-glue restore_all leaves triggers on unattached irqfds after a failed commit"]
     restore_commit_1: Restore, Nth(Commit, 1);
     restore_attach_1: Restore, Nth(Attach, 1);
     restore_attach_2: Restore, Nth(Attach, 2);
