@@ -74,10 +74,15 @@ impl std::fmt::Display for Capability {
     }
 }
 
-/// Length of a standard capability from its ID and first dwords.
-pub(crate) fn standard_len(cs: &ConfigSpace, offset: usize, id: u8) -> u16 {
-    let control = cs.read_u16(offset + 2).unwrap_or(0);
-    match id {
+/// Length a walk gives a standard capability whose first bytes are `head` (the ID at index 0,
+/// the 16-bit control word or length byte at 2; bytes missing from `head` read as 0).
+///
+/// The walk and [`ConfigSpace::insert_capability`] both use this, so a capability is checked
+/// before it is inserted exactly as the walk will read it afterwards.
+pub(crate) fn standard_len_of(head: &[u8]) -> u16 {
+    let byte = |i: usize| head.get(i).copied().unwrap_or(0);
+    let control = u16::from_le_bytes([byte(2), byte(3)]);
+    match byte(0) {
         ids::CAP_PM | ids::CAP_VPD | ids::CAP_SSVID => 8,
         ids::CAP_MSI => {
             let is64 = control & (1 << 7) != 0;
@@ -92,18 +97,37 @@ pub(crate) fn standard_len(cs: &ConfigSpace, offset: usize, id: u8) -> u16 {
                 0x14
             }
         }
-        ids::CAP_VENDOR => u16::from(cs.read_u8(offset + 2).unwrap_or(0)).max(3),
+        ids::CAP_VENDOR => u16::from(byte(2)).max(3),
         _ => 4,
     }
 }
 
-/// Length of an extended capability from its ID and first dwords.
-pub(crate) fn extended_len(cs: &ConfigSpace, offset: usize, id: u16) -> u16 {
-    match id {
+/// Length a walk gives an extended capability whose first bytes are `head` (the 4-byte header,
+/// then for a VSEC the dword whose bits 31:20 are its length; missing bytes read as 0).
+pub(crate) fn extended_len_of(head: &[u8]) -> u16 {
+    let byte = |i: usize| head.get(i).copied().unwrap_or(0);
+    match u16::from_le_bytes([byte(0), byte(1)]) {
         ids::EXT_DSN => 12,
-        ids::EXT_VSEC => ((cs.read_u32(offset + 4).unwrap_or(0) >> 20) as u16).max(8),
+        ids::EXT_VSEC => {
+            let dword = u32::from_le_bytes([byte(4), byte(5), byte(6), byte(7)]);
+            ((dword >> 20) as u16).max(8)
+        }
         _ => 4,
     }
+}
+
+/// Length of the standard capability at `offset` whose ID is `id`, as the guest sees it.
+fn standard_len(cs: &ConfigSpace, offset: usize, id: u8) -> u16 {
+    let control = cs.read_u16(offset + 2).unwrap_or(0).to_le_bytes();
+    standard_len_of(&[id, 0, control[0], control[1]])
+}
+
+/// Length of the extended capability at `offset` whose ID is `id`, as the guest sees it.
+fn extended_len(cs: &ConfigSpace, offset: usize, id: u16) -> u16 {
+    let mut head = [0u8; 8];
+    head[..2].copy_from_slice(&id.to_le_bytes());
+    head[4..].copy_from_slice(&cs.read_u32(offset + 4).unwrap_or(0).to_le_bytes());
+    extended_len_of(&head)
 }
 
 fn check_overlaps(kind: CapabilityKind, caps: &[Capability]) -> Result<()> {
