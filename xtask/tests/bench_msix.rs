@@ -363,7 +363,33 @@ fn check_tiny_run((stdout, text, svg): (String, String, String)) {
         assert_eq!(raw.get("vm_wide").get("set_irqs_calls").count(), 0);
     }
 
+    // Every target of the issue is judged, on host-side and on whole times.
+    let ratios = v.get("ratios");
+    assert_eq!(ratios.keys().len(), 4);
+    for k in ratios.keys() {
+        for field in [
+            "measured",
+            "measured_incl_device",
+            "target",
+            "met",
+            "met_incl_device",
+        ] {
+            let _ = ratios.get(k).get(field);
+        }
+    }
+
     // The seed-000 table: one call beats one call per vector.
     let growth = v.get("growth").arr();
-    assert!(!growth.is_empty());
+    assert_eq!(growth.len(), 4);
+    let calls = |i: usize| growth[i].get("set_irqs_calls").count();
+    let binds = |i: usize| growth[i].get("vector_bindings").count();
+    // NORESIZE growth re-enables every vector so far at each step: 1 + 2 + ... + M bindings,
+    // one enable plus a disable/enable pair per regrow.
+    assert_eq!(binds(0), VECTORS * (VECTORS + 1) / 2);
+    assert_eq!(calls(0), 1 + 2 * (VECTORS - 1));
+    // One call binds each vector once, in either mode.
+    assert_eq!((calls(1), binds(1)), (1, VECTORS));
+    assert_eq!((calls(3), binds(3)), (1, VECTORS));
+    // Dynamic MSI-X growth binds each vector once, one call each.
+    assert_eq!((calls(2), binds(2)), (VECTORS, VECTORS));
 }

@@ -72,12 +72,15 @@ pub fn render(r: &Report) -> String {
         .iter()
         .map(|c| {
             format!(
-                "{}:{{\"measured\":{},\"measured_incl_device\":{},\"target\":{},\"met\":{}}}",
+                "{}:{{\"measured\":{},\"measured_incl_device\":{},\"target\":{},\"met\":{},\"met_incl_device\":{}}}",
                 string(c.what),
                 c.host.map(num).unwrap_or_else(|| "null".into()),
                 c.total.map(num).unwrap_or_else(|| "null".into()),
                 string(c.target),
                 c.met
+                    .map(|b| b.to_string())
+                    .unwrap_or_else(|| "null".into()),
+                c.met_total
                     .map(|b| b.to_string())
                     .unwrap_or_else(|| "null".into())
             )

@@ -39,14 +39,17 @@ pub struct Check {
     pub target: &'static str,
     /// Whether the host-side ratio meets the target.
     pub met: Option<bool>,
+    /// Whether the whole-time ratio meets the target.
+    pub met_total: Option<bool>,
 }
 
 /// The four targets, evaluated on a report.
 ///
-/// Verdicts use host-side times: the simulated VF validates every eventfd it is handed
-/// through /proc, a cost a real VFIO device does not have in userspace, and it is the same
-/// for every strategy (one SET_IRQS per device in each), so it would only dilute the ratios.
-/// Whole-time ratios are reported beside them.
+/// Each ratio is judged twice: on whole times, and on host-side times (the time inside the
+/// simulated VFs left out). The simulator validates every eventfd it is handed through /proc,
+/// which costs about as much as everything else in a VM-wide restore and is the same for every
+/// strategy that enables vectors (one SET_IRQS per device each), so whole-time ratios mostly
+/// measure the simulator; host-side ratios measure the routing work the strategies differ in.
 pub fn checks(r: &Report) -> Vec<Check> {
     use Strategy::*;
     let floor = |host: bool| match (r.strategy(VmWide), r.floor_ms) {
@@ -59,6 +62,7 @@ pub fn checks(r: &Report) -> Vec<Check> {
         total,
         target,
         met: host.map(ok),
+        met_total: total.map(ok),
     };
     vec![
         check(
@@ -230,23 +234,25 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "ratios ({label}):");
     let _ = writeln!(
         o,
-        "  {:<24}{:>12}{:>16}   {:<10}verdict (host side)",
-        "", "host side", "incl. sim dev", "target"
+        "  {:<24}{:>12}{:>16}   {:<10}{:<14}verdict incl. sim dev",
+        "", "host side", "incl. sim dev", "target", "verdict host"
     );
     let x = |v: Option<f64>| v.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into());
+    let verdict = |m: Option<bool>| match m {
+        Some(true) => "met",
+        Some(false) => "SHORT",
+        None => "not measured",
+    };
     for c in checks(r) {
-        let verdict = match c.met {
-            Some(true) => "met",
-            Some(false) => "SHORT",
-            None => "not measured",
-        };
         let _ = writeln!(
             o,
-            "  {:<24}{:>12}{:>16}   {:<10}{verdict}",
+            "  {:<24}{:>12}{:>16}   {:<10}{:<14}{}",
             c.what,
             x(c.host),
             x(c.total),
-            c.target
+            c.target,
+            verdict(c.met),
+            verdict(c.met_total)
         );
     }
 
