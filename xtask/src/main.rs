@@ -10,7 +10,8 @@ use std::process::{Command, ExitCode};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci          fmt --check, clippy -D warnings, tests, rustdoc -D warnings (what .ci/run runs)
+  ci          fmt --check, clippy -D warnings, tests, rustdoc -D warnings, fuzz replay and a
+              60 s run per fuzz target (PASSTHROUGH_FUZZ_SECONDS) — what .ci/run runs
   bench-msix  per-VF MSI-X restore cost per route-commit strategy on KVM (--help for options)
 ";
 
@@ -81,5 +82,27 @@ fn ci() -> Result<(), String> {
         &["doc", "--workspace", "--no-deps"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    // The fuzz crate is a workspace of its own: lint it, replay its committed corpora,
+    // then give every target a bounded coverage-guided run.
+    let fuzz_manifest = ["--manifest-path", "fuzz/Cargo.toml"];
+    cargo(
+        &[&["fmt"][..], &fuzz_manifest, &["--", "--check"]].concat(),
+        &[],
+    )?;
+    cargo(
+        &[
+            &["clippy"][..],
+            &fuzz_manifest,
+            &["--all-targets", "--", "-D", "warnings"],
+        ]
+        .concat(),
+        &[],
+    )?;
+    cargo(
+        &[&["test"][..], &fuzz_manifest, &["--release"]].concat(),
+        &[],
+    )?;
+    let seconds = std::env::var("PASSTHROUGH_FUZZ_SECONDS").unwrap_or_else(|_| "60".into());
+    fuzz::run(&["all".into(), "--seconds".into(), seconds])?;
     Ok(())
 }
