@@ -35,7 +35,7 @@ trait Driver {
     fn growth(&mut self) -> Result<Vec<GrowthRow>, String>;
 }
 
-/// Stand-in used while no library driver is wired: the raw strategies themselves.
+/// The raw-ioctl floor: every strategy issued with kvm-ioctls alone.
 struct RawDriver<'a> {
     kvm: &'a Kvm,
     vfs: u32,
@@ -44,7 +44,7 @@ struct RawDriver<'a> {
 
 impl Driver for RawDriver<'_> {
     fn name(&self) -> String {
-        "raw kvm-ioctls stand-in (vmm-glue resume path not wired)".into()
+        "raw kvm-ioctls floor".into()
     }
     fn strategies(&self) -> Vec<Strategy> {
         Strategy::ALL.to_vec()
