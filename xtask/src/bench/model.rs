@@ -160,7 +160,7 @@ pub struct Report {
     pub kvm: bool,
     /// Why KVM was not used, when it was not.
     pub kvm_reason: Option<String>,
-    /// What ran the strategies ("vmm-glue" or the stand-in used while it is missing).
+    /// What ran the library strategies.
     pub driver: String,
     /// Median raw-ioctl time for the same routes and irqfds committed once, ms.
     pub floor_ms: Option<f64>,
