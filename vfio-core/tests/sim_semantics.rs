@@ -214,6 +214,16 @@ fn a_non_eventfd_trigger_is_rejected() {
         ))
         .unwrap_err();
     assert_eq!(err.errno(), Some(libc::EINVAL));
+    // Sockets are not eventfds either.
+    let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let dgram = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    for fd in [sock.as_raw_fd(), dgram.as_raw_fd()] {
+        let err = sim
+            .set_irqs(&IrqSet::eventfds(MSIX_IRQ_INDEX, 0, vec![Some(fd)]))
+            .unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EINVAL));
+    }
+    assert_eq!(sim.msix_trigger(0), None);
     let err = sim
         .set_irqs(&IrqSet::eventfds(MSIX_IRQ_INDEX, 0, vec![Some(100_000)]))
         .unwrap_err();

@@ -7,9 +7,12 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::io::RawFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::sync::OnceLock;
 
 use vfio_bindings::bindings::vfio as b;
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::{errno, Error, Result};
 use crate::info::{ERR_IRQ_INDEX, INTX_IRQ_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX, REQ_IRQ_INDEX};
@@ -26,11 +29,36 @@ pub(crate) struct Trigger {
     file: File,
 }
 
+/// The `(st_dev, st_ino)` every eventfd reports. Linux backs every eventfd with one shared
+/// anonymous inode, so one probe eventfd, made once per process, tells them all; `None` if the
+/// probe could not be made (then each trigger is checked through `/proc/self/fd`).
+fn eventfd_identity() -> Option<(u64, u64)> {
+    static IDENTITY: OnceLock<Option<(u64, u64)>> = OnceLock::new();
+    *IDENTITY.get_or_init(|| {
+        let probe = EventFd::new(libc::EFD_CLOEXEC).ok()?;
+        let file = File::from(dup_fd(probe.as_raw_fd()).ok()?);
+        let meta = file.metadata().ok()?;
+        Some((meta.dev(), meta.ino()))
+    })
+}
+
 impl Trigger {
+    /// `eventfd_ctx_fdget`: takes the device's own reference (EBADF for an fd that is not
+    /// open), then checks the file is an eventfd (EINVAL otherwise) with one `fstat`, compared
+    /// with the shared eventfd inode (see the module docs of `sim` for what this lets through).
     fn bind(raw: RawFd) -> std::io::Result<Trigger> {
         let file = File::from(dup_fd(raw)?);
-        let link = std::fs::read_link(format!("/proc/self/fd/{raw}"))?;
-        if link.to_str() != Some("anon_inode:[eventfd]") {
+        let is_eventfd = match eventfd_identity() {
+            Some(id) => {
+                let meta = file.metadata()?;
+                (meta.dev(), meta.ino()) == id
+            }
+            None => {
+                let link = std::fs::read_link(format!("/proc/self/fd/{raw}"))?;
+                link.to_str() == Some("anon_inode:[eventfd]")
+            }
+        };
+        if !is_eventfd {
             return Err(errno(libc::EINVAL));
         }
         Ok(Trigger { raw, file })

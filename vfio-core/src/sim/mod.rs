@@ -25,6 +25,10 @@
 //! - A loopback INTx trigger ignores COMMAND's INTx Disable; the ERR index has no vectors (no
 //!   PCIe error reporting); reset does not tear down interrupts (as in the kernel).
 //! - A raw-flags request may pair one DATA type's flag with another type's payload.
+//! - A trigger fd is checked with one `fstat`, against the inode every eventfd shares. Linux
+//!   backs timerfd, signalfd and epoll fds (and other anonymous-inode files) with that same
+//!   inode, so the simulator accepts them where `eventfd_ctx_fdget` refuses them (EINVAL); any
+//!   other file (a device node, a pipe, a socket, a regular file) is refused as the kernel does.
 
 mod builder;
 mod irq;
