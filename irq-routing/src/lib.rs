@@ -42,7 +42,9 @@
 //!   [`Router::snapshot`] read an `arc-swap` snapshot and never wait on a
 //!   commit. The snapshot is republished after every operation outside a
 //!   batch and whenever a guard ends; a route added inside a running batch
-//!   reads as [`RouteState::Staged`].
+//!   reads as [`RouteState::Staged`]. A lookup indexes by handle, and a
+//!   publication copies only the chunks of handles that changed, so neither
+//!   grows with the number of routes the VM holds.
 //!
 //! # Example
 //!

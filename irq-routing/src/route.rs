@@ -3,8 +3,6 @@
 //! Route values: MSI messages, table entries, route handles and their states,
 //! and the lock-free snapshot hot paths read.
 
-use std::collections::BTreeMap;
-
 /// An MSI message as the guest programmed it into an MSI or MSI-X vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MsiMessage {
@@ -102,31 +100,55 @@ pub struct RouteView {
     pub irqfd_attached: bool,
 }
 
+/// How many consecutive handles one chunk of a [`RouteSnapshot`] covers.
+pub(crate) const CHUNK_ROUTES: u64 = 64;
+
+/// The views of the handles `c * CHUNK_ROUTES ..` of one chunk `c`, `None` for a handle with
+/// no route; always `CHUNK_ROUTES` long.
+pub(crate) type Chunk = std::sync::Arc<[Option<RouteView>]>;
+
 /// A consistent, immutable view of every route, published after each
 /// operation that was not deferred and after each batch guard ends.
 ///
 /// Readers get it lock-free from [`Router::snapshot`](crate::Router::snapshot)
-/// and never wait on a commit.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// and never wait on a commit. Lookups index by handle (no search); the views
+/// are held in shared chunks of consecutive handles, so publishing a change
+/// copies only the chunks it touched.
+#[derive(Clone, Debug, Default)]
 pub struct RouteSnapshot {
-    pub(crate) routes: BTreeMap<RouteId, RouteView>,
+    /// The chunk index of `chunks[0]`.
+    pub(crate) first_chunk: u64,
+    /// Chunk `first_chunk + i` at `i`; `None` for a chunk without any route.
+    pub(crate) chunks: Vec<Option<Chunk>>,
+    /// Routes held, whatever their state.
+    pub(crate) len: usize,
     /// The first handle issued after this snapshot was published.
     pub(crate) next_id: u64,
 }
+
+impl PartialEq for RouteSnapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.next_id == other.next_id && self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for RouteSnapshot {}
 
 impl RouteSnapshot {
     /// The view of one route, or `None` if the route is unknown to this
     /// snapshot (removed, or added inside a batch after the snapshot was
     /// published): either way there is no KVM route for it.
     pub fn get(&self, id: RouteId) -> Option<RouteView> {
-        self.routes.get(&id).copied()
+        let at = usize::try_from((id.0 / CHUNK_ROUTES).checked_sub(self.first_chunk)?).ok()?;
+        let chunk = self.chunks.get(at)?.as_ref()?;
+        chunk.get((id.0 % CHUNK_ROUTES) as usize).copied().flatten()
     }
 
     /// The state of one route. A handle issued after the snapshot was
     /// published (a route added inside a batch still running) reads as
     /// [`RouteState::Staged`]; `None` means the route is gone.
     pub fn state(&self, id: RouteId) -> Option<RouteState> {
-        match self.routes.get(&id) {
+        match self.get(id) {
             Some(view) => Some(view.state),
             None if id.0 >= self.next_id => Some(RouteState::Staged),
             None => None,
@@ -135,16 +157,59 @@ impl RouteSnapshot {
 
     /// How many routes the snapshot holds, whatever their state.
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.len
     }
 
     /// Whether the snapshot holds no route.
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.len == 0
     }
 
     /// Every route with its view, in handle order.
     pub fn iter(&self) -> impl Iterator<Item = (RouteId, RouteView)> + '_ {
-        self.routes.iter().map(|(id, v)| (*id, *v))
+        (self.first_chunk..)
+            .zip(self.chunks.iter())
+            .filter_map(|(c, chunk)| chunk.as_ref().map(|chunk| (c, chunk)))
+            .flat_map(|(c, chunk)| {
+                (0..CHUNK_ROUTES)
+                    .zip(chunk.iter())
+                    .filter_map(move |(i, v)| {
+                        v.map(|v| (RouteId(c.saturating_mul(CHUNK_ROUTES) + i), v))
+                    })
+            })
+    }
+
+    /// Replaces chunk `c` (`None`: the chunk holds no route any more), keeping
+    /// no empty chunk at either end.
+    pub(crate) fn set_chunk(&mut self, c: u64, chunk: Option<Chunk>) {
+        if self.chunks.is_empty() {
+            self.first_chunk = c;
+        }
+        if c < self.first_chunk {
+            if chunk.is_none() {
+                return;
+            }
+            let gap = usize::try_from(self.first_chunk - c).unwrap_or(usize::MAX);
+            self.chunks.splice(0..0, std::iter::repeat_n(None, gap));
+            self.first_chunk = c;
+        }
+        let at = usize::try_from(c - self.first_chunk).unwrap_or(usize::MAX);
+        if at >= self.chunks.len() {
+            if chunk.is_none() {
+                return;
+            }
+            self.chunks.resize(at + 1, None);
+        }
+        if let Some(slot) = self.chunks.get_mut(at) {
+            *slot = chunk;
+        }
+        while self.chunks.last().is_some_and(Option::is_none) {
+            self.chunks.pop();
+        }
+        let leading = self.chunks.iter().take_while(|c| c.is_none()).count();
+        if leading > 0 {
+            self.chunks.drain(..leading);
+            self.first_chunk += leading as u64;
+        }
     }
 }

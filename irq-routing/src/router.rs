@@ -16,7 +16,8 @@ use crate::backend::RoutingBackend;
 use crate::batch::{BatchReport, RouteBatch};
 use crate::error::{Error, Result};
 use crate::route::{
-    MsiMessage, RouteEntry, RouteId, RouteSnapshot, RouteState, RouteView, UserspaceReason,
+    Chunk, MsiMessage, RouteEntry, RouteId, RouteSnapshot, RouteState, RouteView, UserspaceReason,
+    CHUNK_ROUTES,
 };
 
 /// Counters of the backend operations a router issued.
@@ -48,6 +49,20 @@ struct Record {
     state: RouteState,
 }
 
+impl Record {
+    /// What the snapshot shows of this route.
+    fn view(&self) -> RouteView {
+        RouteView {
+            state: self.state,
+            msi: match self.state {
+                RouteState::Routed { .. } => self.committed.unwrap_or(self.msi),
+                _ => self.msi,
+            },
+            irqfd_attached: self.attached,
+        }
+    }
+}
+
 /// A removal waiting for the next commit: the GSI stays reserved until the
 /// table without the route is in force and the irqfd is detached.
 #[derive(Debug)]
@@ -74,6 +89,10 @@ struct Inner {
     /// are dropped: nothing can raise them, and the next commit replaces them).
     in_force: Vec<RouteEntry>,
     stats: RouterStats,
+    /// The last published snapshot (its chunks are shared with the one readers hold).
+    published: RouteSnapshot,
+    /// Snapshot chunks whose routes changed since the last publication (unsorted, may repeat).
+    stale_chunks: Vec<u64>,
 }
 
 /// A VM's MSI routes.
@@ -136,6 +155,8 @@ impl Router {
                 dirty: false,
                 in_force: Vec::new(),
                 stats: RouterStats::default(),
+                published: RouteSnapshot::default(),
+                stale_chunks: Vec::new(),
             }),
             snapshot: ArcSwap::default(),
         })
@@ -188,13 +209,14 @@ impl Router {
             },
         );
         inner.touched.insert(id);
+        inner.mark_stale(id);
         inner.dirty = true;
         if inner.depth == 0 {
             let result = inner.flush();
             if result.is_err() {
                 inner.routes.remove(&id);
             }
-            self.publish(&inner);
+            self.publish(&mut inner);
             result?;
         }
         Ok(id)
@@ -216,15 +238,23 @@ impl Router {
             return Ok(());
         }
         record.msi = msi;
-        if record.gsi.is_none() {
+        let userspace = record.gsi.is_none();
+        if !userspace {
+            record.state = RouteState::Staged;
+        }
+        inner.mark_stale(id);
+        if userspace {
+            // Only the message shown changed.
+            if inner.depth == 0 {
+                self.publish(&mut inner);
+            }
             return Ok(());
         }
-        record.state = RouteState::Staged;
         inner.touched.insert(id);
         inner.dirty = true;
         if inner.depth == 0 {
             let result = inner.flush();
-            self.publish(&inner);
+            self.publish(&mut inner);
             result?;
         }
         Ok(())
@@ -243,6 +273,7 @@ impl Router {
         let mut inner = self.lock();
         let record = inner.routes.remove(&id).ok_or(Error::UnknownRoute(id))?;
         inner.touched.remove(&id);
+        inner.mark_stale(id);
         if let Some(gsi) = record.gsi {
             if record.committed.is_none() && !record.attached {
                 // Never reached KVM: give the GSI back at once.
@@ -261,7 +292,7 @@ impl Router {
             Ok(())
         };
         if inner.depth == 0 {
-            self.publish(&inner);
+            self.publish(&mut inner);
         }
         result
     }
@@ -309,13 +340,13 @@ impl Router {
         let mut inner = self.lock();
         inner.depth = inner.depth.saturating_sub(1);
         if inner.depth > 0 {
-            self.publish(&inner);
+            self.publish(&mut inner);
             return Ok(None);
         }
         let routes: Vec<RouteId> = inner.touched.iter().copied().collect();
         let commits_before = inner.stats.commits;
         let result = inner.flush();
-        self.publish(&inner);
+        self.publish(&mut inner);
         result?;
         let report = BatchReport {
             committed: inner.stats.commits != commits_before,
@@ -327,45 +358,67 @@ impl Router {
         Ok(Some(report))
     }
 
-    fn publish(&self, inner: &Inner) {
-        let routes = inner
-            .routes
-            .iter()
-            .map(|(id, r)| {
-                (
-                    *id,
-                    RouteView {
-                        state: r.state,
-                        msi: match r.state {
-                            RouteState::Routed { .. } => r.committed.unwrap_or(r.msi),
-                            _ => r.msi,
-                        },
-                        irqfd_attached: r.attached,
-                    },
-                )
-            })
-            .collect();
-        self.snapshot.store(Arc::new(RouteSnapshot {
-            routes,
-            next_id: inner.next_id,
-        }));
+    /// Publishes the routes as they stand: rebuilds only the snapshot chunks
+    /// whose routes changed since the last publication and shares the others.
+    fn publish(&self, inner: &mut Inner) {
+        inner.refresh_published();
+        self.snapshot.store(Arc::new(inner.published.clone()));
     }
 }
 
 impl Inner {
+    /// Notes that `id`'s view changed (or it appeared or went), for the next publication.
+    fn mark_stale(&mut self, id: RouteId) {
+        let chunk = id.0 / CHUNK_ROUTES;
+        if self.stale_chunks.last() != Some(&chunk) {
+            self.stale_chunks.push(chunk);
+        }
+    }
+
+    /// Brings `published` up to date: the stale chunks are rebuilt from `routes`.
+    fn refresh_published(&mut self) {
+        let mut stale = std::mem::take(&mut self.stale_chunks);
+        stale.sort_unstable();
+        stale.dedup();
+        for c in stale.drain(..) {
+            let start = c.saturating_mul(CHUNK_ROUTES);
+            let end = start.saturating_add(CHUNK_ROUTES);
+            let mut views: Option<Vec<Option<RouteView>>> = None;
+            for (id, record) in self.routes.range(RouteId(start)..RouteId(end)) {
+                let chunk = views.get_or_insert_with(|| vec![None; CHUNK_ROUTES as usize]);
+                if let Some(slot) = chunk.get_mut((id.0 - start) as usize) {
+                    *slot = Some(record.view());
+                }
+            }
+            self.published.set_chunk(c, views.map(Chunk::from));
+        }
+        // Keep the (now empty) buffer for the next round.
+        self.stale_chunks = stale;
+        self.published.len = self.routes.len();
+        self.published.next_id = self.next_id;
+    }
+
+    /// Drops `gsi` from the table in force (sorted by GSI).
+    fn forget_in_force(&mut self, gsi: u32) {
+        if let Ok(at) = self.in_force.binary_search_by_key(&gsi, |e| e.gsi) {
+            self.in_force.remove(at);
+        }
+    }
+
     fn release_gsi(&mut self, gsi: u32) {
         if self.gsis.free_id(gsi).is_ok() {
             self.gsis_in_use = self.gsis_in_use.saturating_sub(1);
         }
-        self.in_force.retain(|e| e.gsi != gsi);
+        self.forget_in_force(gsi);
     }
 
     fn wanted_table(&self) -> Vec<RouteEntry> {
-        let mut table: Vec<RouteEntry> = self
-            .routes
-            .values()
-            .filter_map(|r| r.gsi.map(|gsi| RouteEntry { gsi, msi: r.msi }))
-            .collect();
+        let mut table = Vec::with_capacity(self.routes.len());
+        table.extend(
+            self.routes
+                .values()
+                .filter_map(|r| r.gsi.map(|gsi| RouteEntry { gsi, msi: r.msi })),
+        );
         table.sort_unstable_by_key(|e| e.gsi);
         table
     }
@@ -378,6 +431,15 @@ impl Inner {
     /// Commit what is staged: the table once (if it changed), then pending
     /// removals' irqfd detaches, then staged irqfd attaches.
     fn flush(&mut self) -> Result<()> {
+        // Every route this flush settles or undoes changes its view.
+        let mut stale = std::mem::take(&mut self.stale_chunks);
+        for id in &self.touched {
+            let chunk = id.0 / CHUNK_ROUTES;
+            if stale.last() != Some(&chunk) {
+                stale.push(chunk);
+            }
+        }
+        self.stale_chunks = stale;
         let mut result = Ok(());
         if self.dirty {
             self.dirty = false;
@@ -414,7 +476,7 @@ impl Inner {
                 Ok(()) => self.release_gsi(removal.gsi),
                 Err(source) => {
                     // Keep the GSI reserved: the irqfd may still raise it.
-                    self.in_force.retain(|e| e.gsi != removal.gsi);
+                    self.forget_in_force(removal.gsi);
                     if result.is_ok() {
                         result = Err(Error::IrqfdDetach {
                             gsi: removal.gsi,
@@ -486,7 +548,7 @@ impl Inner {
             if detached.is_ok() {
                 self.release_gsi(gsi);
             } else {
-                self.in_force.retain(|e| e.gsi != gsi);
+                self.forget_in_force(gsi);
             }
         }
         undone

@@ -332,3 +332,59 @@ fn devid_is_kept_in_the_table() {
     router.add_msi_route(m, None).unwrap();
     assert_eq!(backend.table()[0].msi.devid, Some(0x0810));
 }
+
+#[test]
+fn snapshot_follows_routes_across_chunks() {
+    let (backend, router) = setup();
+    let batch = router.batch();
+    let ids: Vec<RouteId> = (0..200)
+        .map(|v| router.add_msi_route(msi(v), None).unwrap())
+        .collect();
+    drop(batch);
+    assert_eq!(backend.commits(), 1);
+    let snap = router.snapshot();
+    assert_eq!(snap.len(), 200);
+    assert!(snap.iter().map(|(id, _)| id).eq(ids.iter().copied()));
+    assert_eq!(snap.get(ids[150]).unwrap().msi, msi(150));
+
+    // Empty the first two chunks and more, and one route further on.
+    for id in &ids[..130] {
+        router.remove_route(*id).unwrap();
+    }
+    router.remove_route(ids[150]).unwrap();
+    let old = snap;
+    let snap = router.snapshot();
+    assert_eq!(snap.len(), 69);
+    assert_eq!(snap.iter().count(), 69);
+    assert_eq!(snap.state(ids[0]), None);
+    assert_eq!(snap.state(ids[129]), None);
+    assert_eq!(snap.state(ids[150]), None);
+    assert!(matches!(
+        snap.state(ids[130]),
+        Some(RouteState::Routed { .. })
+    ));
+    assert!(matches!(
+        snap.state(ids[199]),
+        Some(RouteState::Routed { .. })
+    ));
+    // Only the chunks that still hold routes are kept.
+    assert_eq!(snap.first_chunk, 2);
+    assert_eq!(snap.chunks.len(), 2);
+    // An earlier snapshot is untouched by later publications.
+    assert_eq!(old.len(), 200);
+    assert!(old.get(ids[0]).is_some());
+    assert_ne!(*old, *snap);
+
+    // A route added now lands in a new chunk and is found by handle.
+    let new = router.add_msi_route(msi(7), None).unwrap();
+    assert_eq!(router.route(new).unwrap().msi, msi(7));
+    assert_eq!(router.snapshot().len(), 70);
+    for id in &ids[130..] {
+        let _ = router.remove_route(*id);
+    }
+    router.remove_route(new).unwrap();
+    let snap = router.snapshot();
+    assert!(snap.is_empty());
+    assert!(snap.chunks.is_empty());
+    assert_eq!(snap.state(new), None);
+}
