@@ -262,7 +262,10 @@ impl PassthroughDevice {
 ///
 /// Whatever happens once devices are touched, the batch is ended and every device restored
 /// so far is reconciled ([`PassthroughDevice::sync_after_commit`]) before this returns: no
-/// vector is left triggering an irqfd that no GSI injects.
+/// vector is left triggering an irqfd that no GSI injects. If the caller holds its own
+/// `RouteBatch` around this call, this call's batch only defers (its routes stay staged, and
+/// each device has already pointed its triggers at them): reconciling is then the caller's
+/// job once its batch ends, as for a VMM that calls [`PassthroughDevice::restore`] itself.
 ///
 /// # Errors
 /// [`Error::InvalidState`], [`Error::StateMismatch`] or [`Error::RouterMismatch`] (nothing
@@ -287,6 +290,9 @@ pub fn restore_all<'a>(
     let start: Vec<u64> = pairs.iter().map(|(d, _)| d.stats.set_irqs_calls).collect();
     let mut devs: Vec<&mut PassthroughDevice> = Vec::with_capacity(pairs.len());
     let mut failed = None;
+    // Whether this call's batch was the outermost one; when a caller holds a batch around
+    // it, nothing is committed here and the caller reconciles once its batch ends.
+    let mut ended_outermost = true;
     {
         let outer = matches!(strategy, Strategy::VmWide | Strategy::Staged).then(|| router.batch());
         for (dev, state) in pairs {
@@ -300,15 +306,23 @@ pub fn restore_all<'a>(
             devs.push(dev);
         }
         if let Some(b) = outer {
-            if let Err(e) = b.commit() {
-                failed.get_or_insert(Error::Route(e));
+            match b.commit() {
+                Ok(irq_routing::BatchOutcome::Deferred) => ended_outermost = false,
+                Ok(irq_routing::BatchOutcome::Committed(_)) => {}
+                Err(e) => {
+                    failed.get_or_insert(Error::Route(e));
+                }
             }
         }
     }
     // Success or not, the batch has ended: every restored device's triggers follow the final
-    // state of its routes (a refused commit left them on userspace).
-    for d in devs.iter_mut() {
-        d.sync_after_commit();
+    // state of its routes (a refused commit left them on userspace). A deferred batch changed
+    // no route state since each device synced its triggers (its routes are still staged), so
+    // the reconciliation is left to the caller that ends the outer batch.
+    if ended_outermost {
+        for d in devs.iter_mut() {
+            d.sync_after_commit();
+        }
     }
     if let Some(e) = failed {
         return Err(e);

@@ -441,3 +441,31 @@ fn guest_msi_data_change_with_refused_commit_reconciles() {
     let msgs: Vec<_> = d.take_userspace_messages().iter().map(|m| m.data).collect();
     assert_eq!(msgs, vec![u32::from(data) | 3]);
 }
+
+#[test]
+fn restore_all_inside_a_vmm_batch_defers_commit_and_reconciliation() {
+    let states = source_states();
+    let (vm, sims, mut devs) = destination();
+    let total: usize = VECTORS.iter().map(|n| usize::from(*n)).sum();
+    let outer = vm.router.batch();
+    for (d, s) in devs.iter_mut().zip(&states) {
+        let report = restore_all(&vm.router, std::iter::once((d, s)), Strategy::VmWide).unwrap();
+        assert_eq!(report.gsi_routing_commits, 0);
+        assert_eq!(report.set_irqs_per_device, vec![1]);
+    }
+    assert_eq!(vm.backend.commits(), 0);
+    assert_eq!(vm.backend.attached_irqfds().len(), 0);
+    outer.commit().unwrap();
+    assert_eq!(vm.backend.commits(), 1);
+    let set_irqs: u64 = sims.iter().map(|s| s.counters().set_irqs).sum();
+    for d in &mut devs {
+        d.sync_after_commit();
+    }
+    // Every route committed and attached: reconciling moves no trigger.
+    assert_eq!(
+        sims.iter().map(|s| s.counters().set_irqs).sum::<u64>(),
+        set_irqs
+    );
+    assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total);
+    assert_eq!(vm.backend.attached_irqfds().len(), total);
+}

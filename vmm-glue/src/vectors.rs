@@ -17,7 +17,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
-use irq_routing::{MsiMessage, RouteId, RouteState, Router};
+use irq_routing::{MsiMessage, RouteId, RouteSnapshot, RouteState, Router};
 use vfio_core::{IrqSet, MsixTriggers, VfioDevice};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -31,6 +31,14 @@ pub(crate) struct Wanted {
     pub masked: bool,
     /// The message programmed.
     pub msg: MsiMessage,
+}
+
+/// Whether a route in `state` delivers through KVM (staged or routed).
+fn on_kvm_path(state: Option<RouteState>) -> bool {
+    matches!(
+        state,
+        Some(RouteState::Staged) | Some(RouteState::Routed { .. })
+    )
 }
 
 /// A message KVM can route: a non-zero address.
@@ -136,12 +144,8 @@ impl VectorSet {
 
     /// Whether `vector` delivers through KVM (its route is staged or routed).
     pub(crate) fn kvm_path(&self, router: &Router, vector: u16) -> bool {
-        self.route(vector).is_some_and(|id| {
-            matches!(
-                router.route_state(id),
-                Some(RouteState::Staged) | Some(RouteState::Routed { .. })
-            )
-        })
+        self.route(vector)
+            .is_some_and(|id| on_kvm_path(router.route_state(id)))
     }
 
     /// Gives every vector in `which` that is unmasked with a valid message a route carrying
@@ -156,6 +160,9 @@ impl VectorSet {
         stats: &mut DeviceStats,
     ) {
         let batch = strategy.batches_per_device().then(|| router.batch());
+        // Only the route a step adds, updates or removes changes state, so one snapshot
+        // answers for every existing route (loaded once, not per vector).
+        let mut snapshot: Option<std::sync::Arc<RouteSnapshot>> = None;
         for v in which {
             let (Some(slot), Some(w)) = (
                 self.slots.get_mut(usize::from(v)),
@@ -168,10 +175,8 @@ impl VectorSet {
             }
             // A route that fell back to userspace is retried: remove it, add it again.
             if let Some(id) = slot.route {
-                if matches!(
-                    router.route_state(id),
-                    Some(RouteState::Userspace(_)) | None
-                ) {
+                let snap = snapshot.get_or_insert_with(|| router.snapshot());
+                if matches!(snap.state(id), Some(RouteState::Userspace(_)) | None) {
                     let _ = router.remove_route(id);
                     slot.route = None;
                     slot.routed_msg = None;
@@ -216,19 +221,18 @@ impl VectorSet {
     }
 
     /// The fd each vector's trigger should point at.
-    fn wanted_fds(&self, router: &Router, wanted: &[Wanted]) -> Vec<Option<RawFd>> {
-        (0..self.slots.len())
-            .map(|i| {
-                let v = u16::try_from(i).unwrap_or(u16::MAX);
-                let slot = self.slots.get(i)?;
-                let masked = wanted.get(i).is_none_or(|w| w.masked);
-                Some(if !masked && self.kvm_path(router, v) {
-                    slot.irqfd.as_raw_fd()
-                } else {
-                    slot.user.as_raw_fd()
-                })
-            })
-            .collect()
+    fn wanted_fds(&self, snapshot: &RouteSnapshot, wanted: &[Wanted]) -> Vec<Option<RawFd>> {
+        let mut fds = Vec::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.iter().enumerate() {
+            let masked = wanted.get(i).is_none_or(|w| w.masked);
+            let kvm = !masked && slot.route.is_some_and(|id| on_kvm_path(snapshot.state(id)));
+            fds.push(Some(if kvm {
+                slot.irqfd.as_raw_fd()
+            } else {
+                slot.user.as_raw_fd()
+            }));
+        }
+        fds
     }
 
     fn enabled(&self) -> bool {
@@ -248,20 +252,24 @@ impl VectorSet {
         wanted: &[Wanted],
         stats: &mut DeviceStats,
     ) -> Result<()> {
-        let fds = self.wanted_fds(router, wanted);
-        let changed: Vec<usize> = (0..fds.len())
-            .filter(|&i| {
-                let v = u16::try_from(i).unwrap_or(u16::MAX);
-                self.trigger(v) != fds.get(i).copied().flatten()
-            })
-            .collect();
-        if self.enabled() && changed.is_empty() {
+        let fds = self.wanted_fds(&router.snapshot(), wanted);
+        // How many triggers move, and the first that does.
+        let mut changed = 0usize;
+        let mut first = 0usize;
+        for (i, fd) in fds.iter().enumerate() {
+            let v = u16::try_from(i).unwrap_or(u16::MAX);
+            if self.trigger(v) != *fd {
+                if changed == 0 {
+                    first = i;
+                }
+                changed += 1;
+            }
+        }
+        let enabled = self.enabled();
+        if enabled && changed == 0 {
             return Ok(());
         }
-        let single = match changed.as_slice() {
-            [one] if self.enabled() => Some(*one),
-            _ => None,
-        };
+        let single = (enabled && changed == 1).then_some(first);
         stats.set_irqs_calls += 1;
         let res = match (&mut self.triggers, single) {
             (Triggers::Msix(c), Some(i)) => c
@@ -320,9 +328,10 @@ impl VectorSet {
     /// are vectors that never held a route (their irqfd was never a trigger), so the common
     /// path costs no syscall.
     pub(crate) fn take_stranded(&self, router: &Router) -> Vec<u16> {
+        let snapshot = router.snapshot();
         (0u16..)
             .zip(self.slots.iter())
-            .filter(|(v, s)| s.route.is_some() && !self.kvm_path(router, *v))
+            .filter(|(_, s)| s.route.is_some_and(|id| !on_kvm_path(snapshot.state(id))))
             .filter(|(_, s)| s.irqfd.read().is_ok_and(|n| n > 0))
             .map(|(v, _)| v)
             .collect()
