@@ -3,7 +3,7 @@
 //! [`Router`]: a VM's MSI routes, their GSIs and irqfds, and the commit logic
 //! that batches share.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -80,8 +80,9 @@ struct Inner {
     routes: BTreeMap<RouteId, Record>,
     /// Batch guards alive.
     depth: usize,
-    /// Routes added or updated since the last commit.
-    touched: BTreeSet<RouteId>,
+    /// Routes added or updated since the last commit, sorted, no repeats (handles only grow,
+    /// so an addition is a push).
+    touched: Vec<RouteId>,
     removals: Vec<Removal>,
     /// Whether the wanted table may differ from `in_force`.
     dirty: bool,
@@ -150,7 +151,7 @@ impl Router {
                 next_id: 0,
                 routes: BTreeMap::new(),
                 depth: 0,
-                touched: BTreeSet::new(),
+                touched: Vec::new(),
                 removals: Vec::new(),
                 dirty: false,
                 in_force: Vec::new(),
@@ -208,7 +209,7 @@ impl Router {
                 state: RouteState::Staged,
             },
         );
-        inner.touched.insert(id);
+        inner.touched.push(id);
         inner.mark_stale(id);
         inner.dirty = true;
         if inner.depth == 0 {
@@ -250,7 +251,9 @@ impl Router {
             }
             return Ok(());
         }
-        inner.touched.insert(id);
+        if let Err(at) = inner.touched.binary_search(&id) {
+            inner.touched.insert(at, id);
+        }
         inner.dirty = true;
         if inner.depth == 0 {
             let result = inner.flush();
@@ -272,7 +275,9 @@ impl Router {
     pub fn remove_route(&self, id: RouteId) -> Result<()> {
         let mut inner = self.lock();
         let record = inner.routes.remove(&id).ok_or(Error::UnknownRoute(id))?;
-        inner.touched.remove(&id);
+        if let Ok(at) = inner.touched.binary_search(&id) {
+            inner.touched.remove(at);
+        }
         inner.mark_stale(id);
         if let Some(gsi) = record.gsi {
             if record.committed.is_none() && !record.attached {
@@ -456,15 +461,7 @@ impl Inner {
                 }
             }
         }
-        if result.is_ok() {
-            for id in &self.touched {
-                if let Some(r) = self.routes.get_mut(id) {
-                    if r.gsi.is_some() {
-                        r.committed = Some(r.msi);
-                    }
-                }
-            }
-        }
+        let table_in_force = result.is_ok();
         // Removals complete whether or not the commit went through: a stale
         // entry in the kernel's table with no irqfd cannot be raised.
         for removal in std::mem::take(&mut self.removals) {
@@ -486,21 +483,25 @@ impl Inner {
                 }
             }
         }
+        // (After a refused commit `touched` is empty: undo_touched took it.)
         for id in std::mem::take(&mut self.touched) {
-            self.settle(id);
+            self.settle(id, table_in_force);
         }
         result
     }
 
-    /// After a successful commit: attach the route's irqfd if needed and set
-    /// its final state.
-    fn settle(&mut self, id: RouteId) {
+    /// After a successful commit: record the route's message as committed
+    /// (`in_force`), attach its irqfd if needed and set its final state.
+    fn settle(&mut self, id: RouteId, in_force: bool) {
         let Some(record) = self.routes.get_mut(&id) else {
             return;
         };
         let Some(gsi) = record.gsi else {
             return;
         };
+        if in_force {
+            record.committed = Some(record.msi);
+        }
         if let (Some(fd), false) = (&record.irqfd, record.attached) {
             self.stats.irqfd_attaches += 1;
             if let Err(e) = self.backend.attach_irqfd(fd, gsi) {
