@@ -348,7 +348,7 @@ impl Router {
             self.publish(&mut inner);
             return Ok(None);
         }
-        let routes: Vec<RouteId> = inner.touched.iter().copied().collect();
+        let routes: Vec<RouteId> = inner.touched.clone();
         let commits_before = inner.stats.commits;
         let result = inner.flush();
         self.publish(&mut inner);
