@@ -98,6 +98,12 @@ pub struct RouteView {
     pub msi: MsiMessage,
     /// Whether an irqfd is attached to the route's GSI.
     pub irqfd_attached: bool,
+    /// The message the committed table holds at the route's GSI: what KVM injects when the
+    /// route's irqfd is signalled right now. `None` until the route's first commit (a route
+    /// added inside a running batch) and once the route lost its GSI. For an update staged
+    /// inside a running batch this is the previous message, while `msi` is already the new
+    /// one: an owner that must never deliver a stale message compares the two.
+    pub committed_msi: Option<MsiMessage>,
 }
 
 /// How many consecutive handles one chunk of a [`RouteSnapshot`] covers.

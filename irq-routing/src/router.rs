@@ -59,6 +59,7 @@ impl Record {
                 _ => self.msi,
             },
             irqfd_attached: self.attached,
+            committed_msi: self.committed.filter(|_| self.gsi.is_some()),
         }
     }
 }

@@ -388,3 +388,49 @@ fn snapshot_follows_routes_across_chunks() {
     assert!(snap.chunks.is_empty());
     assert_eq!(snap.state(new), None);
 }
+
+#[test]
+fn staged_update_shows_the_committed_message_until_the_commit() {
+    let (backend, router) = setup();
+    let id = router.add_msi_route(msi(1), Some(irqfd())).unwrap();
+    let view = router.route(id).unwrap();
+    assert_eq!(view.committed_msi, Some(msi(1)));
+    let batch = router.batch();
+    router.update_msi_route(id, msi(2)).unwrap();
+    // A nested guard's end publishes: the update is visible, still uncommitted.
+    router.batch().commit().unwrap();
+    let view = router.route(id).unwrap();
+    assert_eq!(view.state, RouteState::Staged);
+    assert_eq!(view.msi, msi(2));
+    assert_eq!(view.committed_msi, Some(msi(1)));
+    assert_eq!(backend.commits(), 1);
+    batch.commit().unwrap();
+    let view = router.route(id).unwrap();
+    assert!(matches!(view.state, RouteState::Routed { .. }));
+    assert_eq!((view.msi, view.committed_msi), (msi(2), Some(msi(2))));
+    assert_eq!(backend.commits(), 2);
+}
+
+#[test]
+fn a_route_added_in_a_batch_has_no_committed_message_until_the_commit() {
+    let (backend, router) = setup();
+    let batch = router.batch();
+    let id = router.add_msi_route(msi(3), Some(irqfd())).unwrap();
+    router.batch().commit().unwrap();
+    assert_eq!(router.route(id).unwrap().committed_msi, None);
+    assert_eq!(backend.commits(), 0);
+    batch.commit().unwrap();
+    assert_eq!(router.route(id).unwrap().committed_msi, Some(msi(3)));
+}
+
+#[test]
+fn a_refused_commit_leaves_no_committed_message() {
+    let (backend, router) = setup();
+    let batch = router.batch();
+    let id = router.add_msi_route(msi(4), Some(irqfd())).unwrap();
+    backend.fail_nth(MemoryOp::Commit, 1, libc::EINVAL);
+    assert!(batch.commit().is_err());
+    let view = router.route(id).unwrap();
+    assert!(matches!(view.state, RouteState::Userspace(_)));
+    assert_eq!(view.committed_msi, None);
+}
