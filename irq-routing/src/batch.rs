@@ -65,10 +65,21 @@ impl<'a> RouteBatch<'a> {
     /// irqfd could not be detached.
     pub fn commit(mut self) -> Result<BatchOutcome> {
         self.ended = true;
-        Ok(match self.router.end_batch()? {
+        Ok(match self.router.end_batch(true)? {
             None => BatchOutcome::Deferred,
             Some(report) => BatchOutcome::Committed(report),
         })
+    }
+
+    /// End this guard as [`RouteBatch::commit`] does, without building the per-route report
+    /// (read the outcomes from the snapshot): `Ok(true)` when this was the outermost guard and
+    /// what was staged is committed, `Ok(false)` when another guard is still alive.
+    ///
+    /// # Errors
+    /// As [`RouteBatch::commit`].
+    pub fn finish(mut self) -> Result<bool> {
+        self.ended = true;
+        self.router.end_batch(false).map(|r| r.is_some())
     }
 }
 
@@ -77,7 +88,7 @@ impl Drop for RouteBatch<'_> {
         if !self.ended {
             // Per-route outcomes land in the snapshot; a refused commit is
             // counted in `RouterStats::failed_commits`.
-            let _ = self.router.end_batch();
+            let _ = self.router.end_batch(false);
         }
     }
 }

@@ -341,15 +341,20 @@ impl Router {
         self.lock().in_force.clone()
     }
 
-    /// Ends one batch guard; the outermost commits. Called by [`RouteBatch`].
-    pub(crate) fn end_batch(&self) -> Result<Option<BatchReport>> {
+    /// Ends one batch guard; the outermost commits. Called by [`RouteBatch`]. Without
+    /// `report`, the outermost returns an empty report (no per-route list is built).
+    pub(crate) fn end_batch(&self, report: bool) -> Result<Option<BatchReport>> {
         let mut inner = self.lock();
         inner.depth = inner.depth.saturating_sub(1);
         if inner.depth > 0 {
             self.publish(&mut inner);
             return Ok(None);
         }
-        let routes: Vec<RouteId> = inner.touched.clone();
+        let routes: Vec<RouteId> = if report {
+            inner.touched.clone()
+        } else {
+            Vec::new()
+        };
         let commits_before = inner.stats.commits;
         let result = inner.flush();
         self.publish(&mut inner);

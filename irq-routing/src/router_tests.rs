@@ -434,3 +434,28 @@ fn a_refused_commit_leaves_no_committed_message() {
     assert!(matches!(view.state, RouteState::Userspace(_)));
     assert_eq!(view.committed_msi, None);
 }
+
+#[test]
+fn finish_ends_a_guard_like_commit_without_a_report() {
+    let (backend, router) = setup();
+    let outer = router.batch();
+    let inner = router.batch();
+    let ids: Vec<_> = (0..3)
+        .map(|v| router.add_msi_route(msi(v), Some(irqfd())).unwrap())
+        .collect();
+    assert!(!inner.finish().unwrap());
+    assert_eq!(backend.commits(), 0);
+    assert!(outer.finish().unwrap());
+    assert_eq!((backend.commits(), backend.attaches()), (1, 3));
+    for id in ids {
+        committed(&router, id);
+    }
+    // Nothing staged: the outermost guard still reports that it ended, and issues nothing.
+    assert!(router.batch().finish().unwrap());
+    assert_eq!(backend.commits(), 1);
+    // A refused commit is an error, as with `commit`.
+    let batch = router.batch();
+    router.add_msi_route(msi(9), None).unwrap();
+    backend.fail_nth(MemoryOp::Commit, 1, libc::EINVAL);
+    assert!(matches!(batch.finish(), Err(Error::Commit { .. })));
+}
