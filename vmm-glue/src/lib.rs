@@ -13,7 +13,9 @@
 //!   that move only the VFIO trigger, PBA emulation).
 //! * [`bars`] and [`mmio`]: mapped or trapped BARs (bar-mmap), vm-device bus traits.
 //! * [`migration`]: save and restore in QEMU's order, [`restore_all`] with one VM-wide commit
-//!   (all or nothing for bad states), [`StagedRestore`] for switchover.
+//!   (all or nothing for bad states), [`StagedRestore`] for switchover, with
+//!   [`StagedRestore::switchover`] leaving the routing commit for after the VM resumes
+//!   ([`DeferredCommit`]).
 //! * [`device_data`]: the device-internal state through VFIO migration v2 (`STOP_COPY` on the
 //!   source, `RESUMING` on the destination), for devices built with
 //!   [`PassthroughDevice::new_migratable`].
@@ -88,7 +90,7 @@ mod vectors;
 pub use device::{DeviceOptions, IntxEventFds, PassthroughDevice, VmResources};
 pub use error::{Error, Result};
 pub use irq_mode::IrqMode;
-pub use migration::{restore_all, RestoreReport, StagedRestore};
+pub use migration::{restore_all, DeferredCommit, RestoreReport, StagedRestore};
 pub use msix::{MsixEntry, MsixTable};
 pub use notice::NoticeDelivery;
 pub use raise::Raised;

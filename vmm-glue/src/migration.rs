@@ -6,8 +6,10 @@
 //! Restoring is idempotent and incremental: restoring a state onto a device that already
 //! holds it changes no route and issues no SET_IRQS. That is what makes [`StagedRestore`]
 //! work: [`StagedRestore::stage`] restores a precopied state before the switchover (routes,
-//! irqfds and triggers all set up), and [`StagedRestore::commit`] restores the final state,
-//! which costs only what changed in between.
+//! irqfds and triggers all set up), and [`StagedRestore::switchover`] restores the final
+//! state, which costs only what changed in between: no routing commit at all in the downtime
+//! (the changed vectors deliver through userspace until [`DeferredCommit::commit`] commits
+//! their routes after the VM resumed), or one with [`StagedRestore::commit`].
 //!
 //! [`restore_all`] restores every device of a VM; with [`Strategy::VmWide`] or
 //! [`Strategy::Staged`] it holds one outer `RouteBatch`, so the whole VM commits its routing
@@ -340,7 +342,25 @@ pub fn restore_all<'a>(
 
 /// A restore split around the switchover: routes, irqfds and triggers are set up from a
 /// precopied state while the source still runs; at the switchover only the difference between
-/// the precopied and the final state is committed.
+/// the precopied and the final state is applied.
+///
+/// Two ways to end it:
+///
+/// * [`StagedRestore::switchover`] (the fast one) leaves no routing commit in the downtime.
+///   Vectors whose message changed since the precopy get their route update staged in a
+///   batch that stays open, and their VFIO trigger moved to their userspace eventfd (one
+///   SET_IRQS per changed vector, through the trigger cache, as a mask does): until the
+///   update is committed their irqfd would inject the previous message, so the VMM delivers
+///   them with the current one ([`PassthroughDevice::poll_userspace_interrupts`],
+///   [`PassthroughDevice::take_userspace_messages`]). Once the VM runs again,
+///   [`DeferredCommit::commit`] issues the one `KVM_SET_GSI_ROUTING` and moves those triggers
+///   back to their irqfds.
+/// * [`StagedRestore::commit`] commits the difference inside the downtime (one
+///   `KVM_SET_GSI_ROUTING` when any message changed, which walks every irqfd of the VM).
+///
+/// Either way no interrupt is ever injected with a stale message: a vector's trigger points at
+/// its irqfd only while its GSI holds the vector's current message (or has no message yet,
+/// for a route whose first commit is pending: its irqfd is not attached, a signal waits in it).
 #[derive(Debug)]
 pub struct StagedRestore {
     staged: RestoreReport,
@@ -381,6 +401,133 @@ impl StagedRestore {
         devices: impl IntoIterator<Item = (&'a mut PassthroughDevice, &'a DeviceState)>,
     ) -> Result<RestoreReport> {
         restore_all(router, devices, Strategy::Staged)
+    }
+
+    /// At the switchover, with no routing commit in the downtime: restores the final states
+    /// inside a batch that the returned [`DeferredCommit`] keeps open. What did not change
+    /// since the precopy costs nothing; a vector whose message changed costs one SET_IRQS (its
+    /// trigger moves to its userspace eventfd) and its route update waits in the batch; a
+    /// vector masked or unmasked in between moves its trigger as a guest write would.
+    ///
+    /// Resume the VM, then call [`DeferredCommit::commit`] with the same devices: the one
+    /// `KVM_SET_GSI_ROUTING` and the trigger moves back to the irqfds happen there, off the
+    /// downtime. Meanwhile the changed vectors deliver through the VMM with their current
+    /// message, and any route change the guest makes joins the deferred commit (a vector it
+    /// unmasks for the first time signals an irqfd that the commit attaches: delivered then).
+    ///
+    /// A VMM that restores its devices one by one (to interleave other work) can call this
+    /// with no device and restore each device itself with [`restore_all`] or
+    /// [`PassthroughDevice::restore`] while the [`DeferredCommit`] is alive: the costs are the
+    /// same.
+    ///
+    /// # Errors
+    /// As [`restore_all`]. On any error the batch is ended (committed) here and every device
+    /// passed in is reconciled with its routes' final state before this returns, as
+    /// [`StagedRestore::commit`] does.
+    pub fn switchover<'r, 'a>(
+        self,
+        router: &'r irq_routing::Router,
+        devices: impl IntoIterator<Item = (&'a mut PassthroughDevice, &'a DeviceState)>,
+    ) -> Result<DeferredCommit<'r>> {
+        let mut pairs: Vec<(&'a mut PassthroughDevice, &'a DeviceState)> =
+            devices.into_iter().collect();
+        let batch = router.batch();
+        let restored = restore_all(
+            router,
+            pairs.iter_mut().map(|(d, s)| (&mut **d, *s)),
+            Strategy::Staged,
+        );
+        match restored {
+            Ok(switchover) => Ok(DeferredCommit {
+                router,
+                batch,
+                switchover,
+            }),
+            Err(e) => {
+                let _ = batch.finish();
+                for (d, _) in pairs {
+                    if std::ptr::eq(std::sync::Arc::as_ptr(&d.router), router) {
+                        d.sync_after_commit();
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The routing commit of a [`StagedRestore::switchover`], left for after the VM resumes.
+///
+/// It holds the router's batch open: route changes stay staged until
+/// [`DeferredCommit::commit`], which commits them (one `KVM_SET_GSI_ROUTING`) and moves the
+/// triggers of the vectors that were delivered through userspace back to their irqfds.
+/// Dropping it commits too, so no staged route is left behind; the triggers then stay on the
+/// userspace eventfds (still delivering the current message, through the irqfd from then on)
+/// until the next [`PassthroughDevice::sync_after_commit`] or interrupt-setup change of each
+/// device moves them.
+#[derive(Debug)]
+#[must_use = "dropping a DeferredCommit commits at once and leaves the changed vectors on userspace"]
+pub struct DeferredCommit<'r> {
+    router: &'r irq_routing::Router,
+    batch: irq_routing::RouteBatch<'r>,
+    switchover: RestoreReport,
+}
+
+impl DeferredCommit<'_> {
+    /// What the switchover cost (no routing commit; SET_IRQS only for the vectors whose
+    /// trigger moved).
+    pub fn switchover_report(&self) -> &RestoreReport {
+        &self.switchover
+    }
+
+    /// After the VM resumed: commits the staged route changes (one `KVM_SET_GSI_ROUTING`, none
+    /// when nothing changed) and reconciles every device's triggers with the committed routes
+    /// (one SET_IRQS per device whose triggers move, none when none does). Pass the devices the
+    /// switchover restored.
+    ///
+    /// If the caller holds another batch of the router around this call, the commit happens
+    /// when that batch ends, and reconciling is then the caller's job
+    /// ([`PassthroughDevice::sync_after_commit`]).
+    ///
+    /// # Errors
+    /// [`Error::Route`] when the commit is refused: the router undoes the staged updates (those
+    /// vectors lose their GSI), every device is reconciled (they stay on userspace delivery)
+    /// and [`restore_all`] with the final states retries. [`Error::RouterMismatch`] for a
+    /// device of another router (it is left alone; the others are reconciled).
+    pub fn commit<'a>(
+        self,
+        devices: impl IntoIterator<Item = &'a mut PassthroughDevice>,
+    ) -> Result<RestoreReport> {
+        let DeferredCommit { router, batch, .. } = self;
+        let mut devs: Vec<&'a mut PassthroughDevice> = devices.into_iter().collect();
+        let before = router.stats().commits;
+        let start: Vec<u64> = devs.iter().map(|d| d.stats.set_irqs_calls).collect();
+        let ended = batch.finish();
+        let mut failed = None;
+        if !matches!(ended, Ok(false)) {
+            for d in devs.iter_mut() {
+                if std::ptr::eq(std::sync::Arc::as_ptr(&d.router), router) {
+                    d.sync_after_commit();
+                } else {
+                    failed.get_or_insert(Error::RouterMismatch { id: d.id() });
+                }
+            }
+        }
+        if let Err(e) = ended {
+            return Err(Error::Route(e));
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok(RestoreReport {
+            devices: devs.len(),
+            gsi_routing_commits: router.stats().commits.saturating_sub(before),
+            set_irqs_per_device: devs
+                .iter()
+                .zip(start)
+                .map(|(d, s)| d.stats.set_irqs_calls.saturating_sub(s))
+                .collect(),
+        })
     }
 }
 

@@ -469,3 +469,209 @@ fn restore_all_inside_a_vmm_batch_defers_commit_and_reconciliation() {
     assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total);
     assert_eq!(vm.backend.attached_irqfds().len(), total);
 }
+
+/// Final states whose messages changed after the precopy: device 0 vector 1 (data) and
+/// device 1 vector 0 (address: an IRQ balancer's retarget).
+fn changed_after_precopy(precopy: &[DeviceState]) -> Vec<DeviceState> {
+    let mut last = precopy.to_vec();
+    last[0].msix.as_mut().unwrap().entries[1].data ^= 0x80;
+    last[1].msix.as_mut().unwrap().entries[0].address += 0x1000;
+    last
+}
+
+const CHANGED: [(usize, u16); 2] = [(0, 1), (1, 0)];
+
+fn set_irqs(sims: &[Arc<SimDevice>]) -> Vec<u64> {
+    sims.iter().map(|s| s.counters().set_irqs).collect()
+}
+
+fn delta(after: &[u64], before: &[u64]) -> Vec<u64> {
+    after.iter().zip(before).map(|(a, b)| a - b).collect()
+}
+
+fn final_msg(last: &[DeviceState], i: usize, v: u16) -> (u64, u32) {
+    let e = last[i].msix.as_ref().unwrap().entries[usize::from(v)];
+    (e.address, e.data)
+}
+
+#[test]
+fn switchover_leaves_the_commit_for_later_and_delivers_changed_vectors_through_userspace() {
+    let precopy = source_states();
+    let last = changed_after_precopy(&precopy);
+    let (vm, sims, mut devs) = destination();
+    let staged = StagedRestore::stage(&vm.router, devs.iter_mut().zip(&precopy)).unwrap();
+    let total: usize = VECTORS.iter().map(|n| usize::from(*n)).sum();
+    assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total);
+    let commits = vm.backend.commits();
+    let before = set_irqs(&sims);
+
+    let deferred = staged
+        .switchover(&vm.router, devs.iter_mut().zip(&last))
+        .unwrap();
+    // The downtime: no routing commit, one SET_IRQS per changed vector.
+    assert_eq!(vm.backend.commits(), commits);
+    assert_eq!(deferred.switchover_report().gsi_routing_commits, 0);
+    assert_eq!(deferred.switchover_report().set_irqs_per_device, vec![1, 1]);
+    assert_eq!(delta(&set_irqs(&sims), &before), vec![1, 1]);
+    for (i, d) in devs.iter().enumerate() {
+        for v in 0..VECTORS[i] {
+            let changed = CHANGED.contains(&(i, v));
+            let view = vm.router.route(d.msix_route(v).unwrap()).unwrap();
+            let want = if changed {
+                // The GSI still holds the precopied message.
+                assert_eq!(view.state, RouteState::Staged);
+                let old = precopy[i].msix.as_ref().unwrap().entries[usize::from(v)];
+                let c = view.committed_msi.unwrap();
+                assert_eq!((c.address, c.data), (old.address, old.data));
+                fd(d.msix_user_eventfd(v))
+            } else {
+                fd(d.msix_irqfd(v))
+            };
+            assert_eq!(sims[i].msix_trigger(u32::from(v)), want, "{i}/{v}");
+            assert_eq!(d.msix_trigger(v), want, "{i}/{v}: cache");
+        }
+    }
+    // The VM runs again. A changed vector fires: the VMM delivers its new message, and its
+    // irqfd (which would inject the old one) sees nothing.
+    for (i, v) in CHANGED {
+        assert_userspace_delivery(&sims[i], &mut devs[i], v, final_msg(&last, i, v));
+        assert!(devs[i].msix_irqfd(v).unwrap().read().is_err(), "{i}/{v}");
+    }
+
+    // After the resume: the deferred commit, then the triggers move back.
+    let before = set_irqs(&sims);
+    let report = deferred.commit(devs.iter_mut()).unwrap();
+    assert_eq!(vm.backend.commits(), commits + 1);
+    assert_eq!(report.gsi_routing_commits, 1);
+    assert_eq!(report.set_irqs_per_device, vec![1, 1]);
+    assert_eq!(delta(&set_irqs(&sims), &before), vec![1, 1]);
+    assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total);
+    let table = vm.backend.table();
+    for (i, v) in CHANGED {
+        let d = &mut devs[i];
+        let gsi = match route_state(&vm, d, v) {
+            Some(RouteState::Routed { gsi }) => gsi,
+            other => panic!("{i}/{v}: {other:?}"),
+        };
+        let e = table.iter().find(|e| e.gsi == gsi).unwrap();
+        assert_eq!((e.msi.address, e.msi.data), final_msg(&last, i, v));
+        // From now on the vector goes through its irqfd, nothing through the VMM.
+        let irqfd = fd(d.msix_irqfd(v));
+        assert!(
+            matches!(sims[i].raise(u32::from(v)), RaiseOutcome::Signalled(f) if Some(f) == irqfd)
+        );
+        assert_eq!(d.msix_irqfd(v).unwrap().read().unwrap(), 1);
+        assert_eq!(d.poll_userspace_interrupts(), 0);
+        assert!(d.take_userspace_messages().is_empty());
+    }
+    for (d, s) in devs.iter().zip(&last) {
+        assert_eq!(&d.save(), s);
+    }
+}
+
+#[test]
+fn switchover_and_deferred_commit_cost_nothing_when_nothing_changed() {
+    let precopy = source_states();
+    let (vm, sims, mut devs) = destination();
+    let staged = StagedRestore::stage(&vm.router, devs.iter_mut().zip(&precopy)).unwrap();
+    let commits = vm.backend.commits();
+    let before = set_irqs(&sims);
+    let deferred = staged
+        .switchover(&vm.router, devs.iter_mut().zip(&precopy))
+        .unwrap();
+    assert_eq!(deferred.switchover_report().set_irqs_calls(), 0);
+    let report = deferred.commit(devs.iter_mut()).unwrap();
+    assert_eq!(report.gsi_routing_commits, 0);
+    assert_eq!(report.set_irqs_calls(), 0);
+    assert_eq!(vm.backend.commits(), commits);
+    assert_eq!(delta(&set_irqs(&sims), &before), vec![0, 0]);
+}
+
+#[test]
+fn dropped_deferred_commit_commits_and_keeps_the_current_message() {
+    let precopy = source_states();
+    let last = changed_after_precopy(&precopy);
+    let (vm, sims, mut devs) = destination();
+    let staged = StagedRestore::stage(&vm.router, devs.iter_mut().zip(&precopy)).unwrap();
+    let commits = vm.backend.commits();
+    drop(
+        staged
+            .switchover(&vm.router, devs.iter_mut().zip(&last))
+            .unwrap(),
+    );
+    assert_eq!(vm.backend.commits(), commits + 1);
+    let (i, v) = CHANGED[0];
+    // The trigger stayed on userspace; the route now injects the current message, so the
+    // VMM forwards the signal to the irqfd instead of queueing a message.
+    assert_eq!(
+        sims[i].msix_trigger(u32::from(v)),
+        fd(devs[i].msix_user_eventfd(v))
+    );
+    assert!(matches!(
+        sims[i].raise(u32::from(v)),
+        RaiseOutcome::Signalled(_)
+    ));
+    assert_eq!(devs[i].poll_userspace_interrupts(), 1);
+    assert!(devs[i].take_userspace_messages().is_empty());
+    assert_eq!(devs[i].msix_irqfd(v).unwrap().read().unwrap(), 1);
+    // The next reconciliation moves it back.
+    let before = sims[i].counters().set_irqs;
+    devs[i].sync_after_commit();
+    assert_eq!(sims[i].counters().set_irqs - before, 1);
+    assert_eq!(
+        sims[i].msix_trigger(u32::from(v)),
+        fd(devs[i].msix_irqfd(v))
+    );
+}
+
+#[test]
+fn refused_deferred_commit_keeps_changed_vectors_on_userspace_until_a_retry() {
+    let precopy = source_states();
+    let last = changed_after_precopy(&precopy);
+    let (vm, sims, mut devs) = destination();
+    let staged = StagedRestore::stage(&vm.router, devs.iter_mut().zip(&precopy)).unwrap();
+    let deferred = staged
+        .switchover(&vm.router, devs.iter_mut().zip(&last))
+        .unwrap();
+    vm.backend.fail_nth(MemoryOp::Commit, 1, EIO);
+    let err = deferred.commit(devs.iter_mut()).unwrap_err();
+    assert!(matches!(err, Error::Route(_)), "{err:?}");
+    let total: usize = VECTORS.iter().map(|n| usize::from(*n)).sum();
+    assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total - 2);
+    for (i, v) in CHANGED {
+        assert_eq!(
+            route_state(&vm, &devs[i], v),
+            Some(RouteState::Userspace(UserspaceReason::CommitFailed(EIO)))
+        );
+        assert_userspace_delivery(&sims[i], &mut devs[i], v, final_msg(&last, i, v));
+    }
+    restore_all(&vm.router, devs.iter_mut().zip(&last), Strategy::Staged).unwrap();
+    assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total);
+}
+
+#[test]
+fn switchover_with_a_bad_state_changes_nothing_and_ends_the_batch() {
+    let precopy = source_states();
+    let (vm, sims, mut devs) = destination();
+    let staged = StagedRestore::stage(&vm.router, devs.iter_mut().zip(&precopy)).unwrap();
+    let mut bad = changed_after_precopy(&precopy);
+    bad[1].config.bytes.pop();
+    let before = set_irqs(&sims);
+    let err = staged
+        .switchover(&vm.router, devs.iter_mut().zip(&bad))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidState(_) | Error::StateMismatch(_)),
+        "{err:?}"
+    );
+    assert_eq!(delta(&set_irqs(&sims), &before), vec![0, 0]);
+    // The batch ended: a route change commits at once again.
+    let commits = vm.backend.commits();
+    restore_all(
+        &vm.router,
+        devs.iter_mut().zip(&bad[..1]),
+        Strategy::PerDevice,
+    )
+    .unwrap();
+    assert_eq!(vm.backend.commits(), commits + 1);
+}

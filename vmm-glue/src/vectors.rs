@@ -11,6 +11,12 @@
 //!   the VFIO trigger moves to the userspace eventfd.
 //! * Route changes of one operation run inside one [`RouteBatch`](irq_routing::RouteBatch)
 //!   (unless the strategy is per-vector), nested in the caller's batch if it holds one.
+//! * A vector's trigger points at its irqfd only while the message its GSI holds in the
+//!   committed table is the vector's current message (or the route awaits its first commit,
+//!   so its irqfd is not attached yet and a signal waits in it). While an update of its route
+//!   is staged, the GSI still holds the previous message: the trigger moves to the userspace
+//!   eventfd and the VMM delivers the current message, until the commit lets it move back.
+//!   No interrupt is injected with a stale message.
 //! * Triggers go through a cache: a vector already pointing at the wanted fd costs nothing; when
 //!   several vectors change at once they are all set with one SET_IRQS.
 
@@ -39,6 +45,22 @@ fn on_kvm_path(state: Option<RouteState>) -> bool {
         state,
         Some(RouteState::Staged) | Some(RouteState::Routed { .. })
     )
+}
+
+/// Whether signalling the irqfd of route `id` makes KVM inject exactly `msg`, now or once the
+/// irqfd is attached: the route is on the KVM path and its GSI holds no other committed message.
+///
+/// A route added in a batch still running has no committed message yet: its irqfd is not
+/// attached, so a signal waits in the eventfd and KVM injects it with `msg` when the commit
+/// attaches it. A route whose update is staged still holds the previous message at its GSI
+/// until the commit: its irqfd would inject a stale message, so the vector goes through
+/// userspace until then.
+fn irqfd_injects(snapshot: &RouteSnapshot, id: RouteId, msg: &MsiMessage) -> bool {
+    match snapshot.get(id) {
+        Some(view) => on_kvm_path(Some(view.state)) && view.committed_msi.is_none_or(|c| c == *msg),
+        // A handle issued after this snapshot: added inside a batch still running.
+        None => snapshot.state(id) == Some(RouteState::Staged),
+    }
 }
 
 /// A message KVM can route: a non-zero address.
@@ -142,10 +164,17 @@ impl VectorSet {
         }
     }
 
-    /// Whether `vector` delivers through KVM (its route is staged or routed).
+    /// Whether `vector`'s route is staged or routed (whatever message its GSI holds).
+    #[cfg(test)]
     pub(crate) fn kvm_path(&self, router: &Router, vector: u16) -> bool {
         self.route(vector)
             .is_some_and(|id| on_kvm_path(router.route_state(id)))
+    }
+
+    /// Whether signalling `vector`'s irqfd delivers `msg` (see [`irqfd_injects`]).
+    pub(crate) fn irqfd_delivers(&self, router: &Router, vector: u16, msg: &MsiMessage) -> bool {
+        self.route(vector)
+            .is_some_and(|id| irqfd_injects(&router.snapshot(), id, msg))
     }
 
     /// Gives every vector in `which` that is unmasked with a valid message a route carrying
@@ -224,8 +253,12 @@ impl VectorSet {
     fn wanted_fds(&self, snapshot: &RouteSnapshot, wanted: &[Wanted]) -> Vec<Option<RawFd>> {
         let mut fds = Vec::with_capacity(self.slots.len());
         for (i, slot) in self.slots.iter().enumerate() {
-            let masked = wanted.get(i).is_none_or(|w| w.masked);
-            let kvm = !masked && slot.route.is_some_and(|id| on_kvm_path(snapshot.state(id)));
+            let kvm = wanted.get(i).is_some_and(|w| {
+                !w.masked
+                    && slot
+                        .route
+                        .is_some_and(|id| irqfd_injects(snapshot, id, &w.msg))
+            });
             fds.push(Some(if kvm {
                 slot.irqfd.as_raw_fd()
             } else {
@@ -311,9 +344,10 @@ impl VectorSet {
         .map_err(Error::SetIrqs)
     }
 
-    /// How `vector` must be delivered now that it is unmasked.
+    /// How `vector` must be delivered now that it is unmasked: through its irqfd only when
+    /// that injects `msg` (not while an update of its route waits for a commit).
     pub(crate) fn delivery(&self, router: &Router, vector: u16, msg: MsiMessage) -> Delivery {
-        if self.kvm_path(router, vector) {
+        if self.irqfd_delivers(router, vector, &msg) {
             Delivery::Kvm
         } else {
             Delivery::Userspace(msg)

@@ -14,7 +14,8 @@ use irq_routing::testing::kvm_vm_with_irqchip;
 use irq_routing::{KvmBackend, RouteState, Router};
 use vfio_core::sim::{MsixPlacement, RaiseOutcome, SimDevice};
 use vmm_glue::{
-    restore_all, scripted_guest, DeviceOptions, PassthroughDevice, Strategy, VmResources,
+    restore_all, scripted_guest, DeviceOptions, PassthroughDevice, StagedRestore, Strategy,
+    VmResources,
 };
 
 const VFS: usize = 8;
@@ -156,4 +157,100 @@ fn eight_vfs_restore_with_one_routing_commit() {
     assert_eq!(dev.poll_userspace_interrupts(), 1);
     assert!(dev.msix_table().unwrap().is_pending(masked));
     assert!(dev.msix_route(masked).is_none());
+}
+
+fn devices(router: &Arc<Router>) -> (Vec<Arc<SimDevice>>, Vec<PassthroughDevice>) {
+    let res = vm(router.clone());
+    let sims: Vec<_> = (0..VFS).map(|_| vf()).collect();
+    let devs = sims
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let opts = DeviceOptions {
+                id: i as u32,
+                ..DeviceOptions::default()
+            };
+            PassthroughDevice::new(s.clone(), &res, opts).unwrap()
+        })
+        .collect();
+    (sims, devs)
+}
+
+/// The staged switchover on real KVM: one vector per VF retargeted after the precopy. The
+/// switchover issues no KVM_SET_GSI_ROUTING and one SET_IRQS per VF (the changed vector's
+/// trigger moves to userspace, where the VMM delivers its new message); the deferred commit
+/// after the resume issues one KVM_SET_GSI_ROUTING and moves the triggers back to the irqfds,
+/// which KVM then consumes.
+#[test]
+fn staged_switchover_defers_the_routing_commit_past_the_resume() {
+    let Some((_kvm, vmfd)) = kvm_vm_with_irqchip() else {
+        return;
+    };
+    let src = Arc::new(Router::new(KvmBackend::new(vmfd).unwrap()).unwrap());
+    let (_src_sims, mut src_devs) = devices(&src);
+    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
+    for (i, d) in src_devs.iter_mut().enumerate() {
+        scripted_guest::place_bars(d, &mut mmio, &mut pio, false);
+        scripted_guest::program_msix(d, i, unmask).unwrap();
+    }
+    let precopy: Vec<_> = src_devs.iter().map(|d| d.save()).collect();
+    let mut last = precopy.clone();
+    for s in &mut last {
+        s.msix.as_mut().unwrap().entries[0].address += 0x1000;
+    }
+
+    let Some((_kvm2, vmfd2)) = kvm_vm_with_irqchip() else {
+        return;
+    };
+    let router = Arc::new(Router::new(KvmBackend::new(vmfd2).unwrap()).unwrap());
+    let (sims, mut devs) = devices(&router);
+    let staged = StagedRestore::stage(&router, devs.iter_mut().zip(&precopy)).unwrap();
+    assert_eq!(router.stats().commits, 1);
+    let set_irqs =
+        |sims: &[Arc<SimDevice>]| -> u64 { sims.iter().map(|s| s.counters().set_irqs).sum() };
+    let before = set_irqs(&sims);
+
+    let deferred = staged
+        .switchover(&router, devs.iter_mut().zip(&last))
+        .unwrap();
+    assert_eq!(
+        router.stats().commits,
+        1,
+        "no KVM_SET_GSI_ROUTING at the switchover"
+    );
+    assert_eq!(set_irqs(&sims) - before, VFS as u64);
+    assert_eq!(deferred.switchover_report().set_irqs_calls(), VFS as u64);
+    let (dev, sim) = (&mut devs[5], &sims[5]);
+    let user = dev.msix_user_eventfd(0).unwrap().as_raw_fd();
+    assert_eq!(sim.raise(0), RaiseOutcome::Signalled(user));
+    assert!(dev.msix_irqfd(0).unwrap().read().is_err());
+    assert_eq!(dev.poll_userspace_interrupts(), 1);
+    let e = last[5].msix.as_ref().unwrap().entries[0];
+    let msgs: Vec<_> = dev
+        .take_userspace_messages()
+        .iter()
+        .map(|m| (m.address, m.data))
+        .collect();
+    assert_eq!(msgs, vec![(e.address, e.data)]);
+
+    let before = set_irqs(&sims);
+    let report = deferred.commit(devs.iter_mut()).unwrap();
+    assert_eq!(router.stats().commits, 2);
+    assert_eq!(report.gsi_routing_commits, 1);
+    assert_eq!(set_irqs(&sims) - before, VFS as u64);
+    let (dev, sim) = (&mut devs[5], &sims[5]);
+    let irqfd = dev.msix_irqfd(0).unwrap();
+    assert_eq!(sim.raise(0), RaiseOutcome::Signalled(irqfd.as_raw_fd()));
+    let view = router.route(dev.msix_route(0).unwrap()).unwrap();
+    assert!(matches!(view.state, RouteState::Routed { .. }));
+    let c = view.committed_msi.unwrap();
+    assert_eq!((c.address, c.data), (e.address, e.data));
+    assert!(
+        irqfd.read().is_err(),
+        "KVM should have consumed the irqfd signal"
+    );
+    assert_eq!(
+        router.committed_table().len(),
+        VFS * (usize::from(VECTORS) - 1)
+    );
 }
