@@ -43,7 +43,8 @@ fn list<T>(items: impl IntoIterator<Item = T>, f: impl Fn(T) -> String) -> Strin
 fn strategy(s: &StrategyResult, vectors: u32) -> String {
     format!(
         "{{\"total_ms\":{},\"per_vf_ms\":{},\"gsi_routing_commits\":{},\"set_irqs_calls\":{},\
-         \"closing_ms\":{},\"device_ms\":{},\"host_ms\":{},\"staged_commits\":{},\"irqfds\":{},\"irqfds_already_assigned\":{}}}",
+         \"closing_ms\":{},\"device_ms\":{},\"host_ms\":{},\"staged_commits\":{},\"irqfds\":{},\"irqfds_already_assigned\":{},\
+         \"deferred_commit_ms\":{},\"deferred_gsi_routing_commits\":{},\"deferred_set_irqs_calls\":{}}}",
         num(s.total_ms),
         list(s.per_vf_ms.iter().copied(), num),
         s.gsi_routing_commits,
@@ -55,6 +56,9 @@ fn strategy(s: &StrategyResult, vectors: u32) -> String {
         s.irqfds,
         list(0..s.per_vf_ms.len(), |i| irqfds_assigned(i, vectors)
             .to_string()),
+        num(s.deferred_commit_ms),
+        s.deferred_gsi_routing_commits,
+        s.deferred_set_irqs_calls,
     )
 }
 

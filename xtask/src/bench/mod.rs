@@ -3,6 +3,15 @@
 //! `cargo xtask bench-msix`: the seed-002 table (per-VF cost of enabling MSI-X at migration
 //! resume against the irqfds already assigned), measured on real KVM with simulated VFs for
 //! every route-commit strategy, next to a raw-ioctl floor.
+//!
+//! `staged` reports the switchover, the part of a staged restore inside the downtime. The
+//! switchover issues no `KVM_SET_GSI_ROUTING`: a vector retargeted after the precopy moves its
+//! VFIO trigger to its userspace eventfd (one SET_IRQS) and is delivered by the VMM with its
+//! new message until the routing commit, which vmm-glue's `DeferredCommit` issues after the VM
+//! resumes. That commit (and the SET_IRQS moving the triggers back) is measured after the
+//! window and reported apart: `deferred_commit_ms`, `deferred_gsi_routing_commits` and
+//! `deferred_set_irqs_calls` in the JSON, the `after resume` row in the table. The raw floor's
+//! `staged` defers its commit the same way.
 
 mod backends;
 mod cli;

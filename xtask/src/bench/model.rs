@@ -32,7 +32,7 @@ pub struct RunSample {
     /// Time to restore each VF's interrupts, in VF order.
     pub per_vf: Vec<Duration>,
     /// Time inside the timed window but outside every VF's own slot: the closing commit of a
-    /// VM-wide batch, or the switchover commit of a staged restore.
+    /// VM-wide batch (a staged switchover has none: its commit is [`RunSample::deferred`]).
     pub closing: Duration,
     /// Part of the window spent inside the (simulated) VFIO device: SET_IRQS and region
     /// accesses.
@@ -45,6 +45,13 @@ pub struct RunSample {
     pub staged_commits: u64,
     /// KVM_IRQFD assignments made in the run (inside and before the window).
     pub irqfds: u64,
+    /// After the window (the VM has resumed): a staged switchover's deferred commit, with the
+    /// triggers moved back to the irqfds. Not part of [`RunSample::total`].
+    pub deferred: Duration,
+    /// KVM_SET_GSI_ROUTING calls of the deferred commit.
+    pub deferred_commits: u64,
+    /// VFIO_DEVICE_SET_IRQS calls of the deferred commit.
+    pub deferred_set_irqs: u64,
 }
 
 impl RunSample {
@@ -77,6 +84,12 @@ pub struct StrategyResult {
     pub staged_commits: u64,
     /// Irqfds assigned per run.
     pub irqfds: u64,
+    /// Median deferred commit after the resume, ms (0 for strategies that have none).
+    pub deferred_commit_ms: f64,
+    /// KVM_SET_GSI_ROUTING calls of the deferred commit, per run.
+    pub deferred_gsi_routing_commits: u64,
+    /// SET_IRQS calls of the deferred commit, per run.
+    pub deferred_set_irqs_calls: u64,
 }
 
 /// Median of a set of milliseconds (mean of the middle two for an even count; 0 when empty).
@@ -115,6 +128,7 @@ impl StrategyResult {
         let mut totals: Vec<f64> = samples.iter().map(|s| ms(s.total())).collect();
         let mut closing: Vec<f64> = samples.iter().map(|s| ms(s.closing)).collect();
         let mut device: Vec<f64> = samples.iter().map(|s| ms(s.device)).collect();
+        let mut deferred: Vec<f64> = samples.iter().map(|s| ms(s.deferred)).collect();
         let mut host: Vec<f64> = samples
             .iter()
             .map(|s| ms(s.total().saturating_sub(s.device)))
@@ -131,6 +145,9 @@ impl StrategyResult {
             set_irqs_calls: max(|s| s.set_irqs_calls),
             staged_commits: max(|s| s.staged_commits),
             irqfds: max(|s| s.irqfds),
+            deferred_commit_ms: median(&mut deferred),
+            deferred_gsi_routing_commits: max(|s| s.deferred_commits),
+            deferred_set_irqs_calls: max(|s| s.deferred_set_irqs),
         }
     }
 }

@@ -71,7 +71,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         o,
         "<text x=\"{LEFT}\" y=\"{:.1}\" fill=\"#666\" font-size=\"11\">points: each VF's own \
-         restore; the closing commit of vm_wide and staged is only in the totals (legend)</text>",
+         restore; vm_wide's closing commit is only in the totals (legend); staged's commit is deferred past the resume</text>",
         H - 6.0
     );
     // Decade grid and y labels.
