@@ -29,7 +29,8 @@
 //!   backend's [`RoutingBackend::msi_gsi_range`], which keeps the whole table
 //!   inside KVM's `KVM_CAP_IRQ_ROUTING` limit together with the irqchip
 //!   routes. At the limit, [`Router::add_msi_route`] returns
-//!   [`Error::RouteLimit`] and nothing else changes. Routes are meant to be
+//!   [`Error::RouteLimit`] and nothing else changes ([`Router::add_msi_routes`]
+//!   adds a device's vectors under one lock, all or none). Routes are meant to be
 //!   held lazily: add one when a vector is enabled and unmasked, remove it
 //!   when it is masked or disabled. A removed route's GSI is reused only
 //!   after the table without it is committed and its irqfd is detached.

@@ -224,6 +224,75 @@ impl Router {
         Ok(id)
     }
 
+    /// Add several MSI routes at once, as [`Router::add_msi_route`] does for each, taking the
+    /// router's lock once: the handles come back in the order of `routes`.
+    ///
+    /// All or nothing at the route limit: when the GSIs left cannot hold every route, none is
+    /// added. Outside a batch all of them are committed together (one table commit, then the
+    /// irqfd attaches); inside one they are staged like single additions.
+    ///
+    /// # Errors
+    /// [`Error::RouteLimit`] when fewer GSIs are left than routes asked for (nothing changes);
+    /// [`Error::Commit`] when the immediate commit failed (none of the routes is kept).
+    pub fn add_msi_routes<I>(&self, routes: I) -> Result<Vec<RouteId>>
+    where
+        I: IntoIterator<Item = (MsiMessage, Option<Arc<EventFd>>)>,
+    {
+        let routes = routes.into_iter();
+        let mut inner = self.lock();
+        let mut added: Vec<(RouteId, u32)> = Vec::with_capacity(routes.size_hint().0);
+        let mut ids = Vec::with_capacity(routes.size_hint().0);
+        for (msi, irqfd) in routes {
+            let Ok(gsi) = inner.gsis.allocate_id() else {
+                // Give back what this call took: handles are never reused, so the ones
+                // issued stay burnt, which nothing can observe.
+                for (id, gsi) in added {
+                    inner.routes.remove(&id);
+                    inner.release_gsi(gsi);
+                    if let Ok(at) = inner.touched.binary_search(&id) {
+                        inner.touched.remove(at);
+                    }
+                }
+                return Err(Error::RouteLimit { limit: inner.limit });
+            };
+            inner.gsis_in_use += 1;
+            let id = RouteId(inner.next_id);
+            inner.next_id += 1;
+            inner.routes.insert(
+                id,
+                Record {
+                    msi,
+                    gsi: Some(gsi),
+                    committed: None,
+                    irqfd,
+                    attached: false,
+                    state: RouteState::Staged,
+                },
+            );
+            inner.touched.push(id);
+            added.push((id, gsi));
+            ids.push(id);
+        }
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        for &id in &ids {
+            inner.mark_stale(id);
+        }
+        inner.dirty = true;
+        if inner.depth == 0 {
+            let result = inner.flush();
+            if result.is_err() {
+                for id in &ids {
+                    inner.routes.remove(id);
+                }
+            }
+            self.publish(&mut inner);
+            result?;
+        }
+        Ok(ids)
+    }
+
     /// Point a route at a new message. The same message changes nothing and
     /// issues nothing.
     ///

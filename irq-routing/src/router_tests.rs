@@ -459,3 +459,82 @@ fn finish_ends_a_guard_like_commit_without_a_report() {
     backend.fail_nth(MemoryOp::Commit, 1, libc::EINVAL);
     assert!(matches!(batch.finish(), Err(Error::Commit { .. })));
 }
+
+#[test]
+fn bulk_add_commits_once_outside_a_batch() {
+    let (backend, router) = setup();
+    let ids = router
+        .add_msi_routes((0..5).map(|v| (msi(v), Some(irqfd()))))
+        .unwrap();
+    assert_eq!(ids.len(), 5);
+    assert_eq!((backend.commits(), backend.attaches()), (1, 5));
+    let table = backend.table();
+    for (v, id) in (0u32..).zip(&ids) {
+        let gsi = committed(&router, *id);
+        assert!(table.contains(&RouteEntry { gsi, msi: msi(v) }));
+    }
+    assert_eq!(router.gsis_in_use(), 5);
+    // Nothing asked: nothing issued.
+    assert!(router
+        .add_msi_routes(std::iter::empty())
+        .unwrap()
+        .is_empty());
+    assert_eq!(backend.commits(), 1);
+}
+
+#[test]
+fn bulk_add_inside_a_batch_is_staged() {
+    let (backend, router) = setup();
+    let batch = router.batch();
+    let ids = router
+        .add_msi_routes((0..3).map(|v| (msi(v), Some(irqfd()))))
+        .unwrap();
+    let single = router.add_msi_route(msi(3), None).unwrap();
+    assert_eq!(backend.commits(), 0);
+    assert!(ids
+        .iter()
+        .all(|id| router.route_state(*id) == Some(RouteState::Staged)));
+    batch.commit().unwrap();
+    assert_eq!((backend.commits(), backend.attaches()), (1, 3));
+    for id in ids.iter().chain([&single]) {
+        committed(&router, *id);
+    }
+}
+
+#[test]
+fn bulk_add_at_the_route_limit_adds_nothing() {
+    let backend = MemoryBackend::with_msi_gsis(100..104);
+    let router = Router::new(backend.clone()).unwrap();
+    let first = router.add_msi_route(msi(0), Some(irqfd())).unwrap();
+    let batch = router.batch();
+    let err = router
+        .add_msi_routes((1..5).map(|v| (msi(v), Some(irqfd()))))
+        .unwrap_err();
+    assert!(matches!(err, Error::RouteLimit { limit: 4 }));
+    assert_eq!(router.gsis_in_use(), 1);
+    batch.commit().unwrap();
+    assert_eq!(backend.commits(), 1);
+    assert_eq!(backend.table().len(), 1);
+    assert_eq!(router.snapshot().len(), 1);
+    committed(&router, first);
+    // The three GSIs left are all still there.
+    let ids = router
+        .add_msi_routes((1..4).map(|v| (msi(v), None)))
+        .unwrap();
+    let mut gsis: Vec<_> = ids.iter().map(|id| committed(&router, *id)).collect();
+    gsis.sort_unstable();
+    assert_eq!(gsis, vec![101, 102, 103]);
+}
+
+#[test]
+fn bulk_add_with_a_refused_commit_keeps_none() {
+    let (backend, router) = setup();
+    backend.fail_nth(MemoryOp::Commit, 1, libc::EINVAL);
+    let err = router
+        .add_msi_routes((0..3).map(|v| (msi(v), Some(irqfd()))))
+        .unwrap_err();
+    assert!(matches!(err, Error::Commit { .. }));
+    assert_eq!(router.gsis_in_use(), 0);
+    assert!(router.snapshot().is_empty());
+    assert_eq!(backend.attaches(), 0);
+}
