@@ -308,9 +308,9 @@ pub fn restore_all<'a>(
             devs.push(dev);
         }
         if let Some(b) = outer {
-            match b.commit() {
-                Ok(irq_routing::BatchOutcome::Deferred) => ended_outermost = false,
-                Ok(irq_routing::BatchOutcome::Committed(_)) => {}
+            match b.finish() {
+                Ok(false) => ended_outermost = false,
+                Ok(true) => {}
                 Err(e) => {
                     failed.get_or_insert(Error::Route(e));
                 }

@@ -75,6 +75,19 @@ struct Slot {
     routed_msg: Option<MsiMessage>,
 }
 
+impl Slot {
+    /// Adds a route for this vector (committed at once outside a batch).
+    fn add_route(&mut self, router: &Router, msg: MsiMessage, stats: &mut DeviceStats) {
+        match router.add_msi_route(msg, Some(self.irqfd.clone())) {
+            Ok(id) => {
+                self.route = Some(id);
+                self.routed_msg = Some(msg);
+            }
+            Err(_) => stats.route_failures += 1,
+        }
+    }
+}
+
 impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slot")
@@ -212,13 +225,7 @@ impl VectorSet {
                 }
             }
             match slot.route {
-                None => match router.add_msi_route(w.msg, Some(slot.irqfd.clone())) {
-                    Ok(id) => {
-                        slot.route = Some(id);
-                        slot.routed_msg = Some(w.msg);
-                    }
-                    Err(_) => stats.route_failures += 1,
-                },
+                None => slot.add_route(router, w.msg, stats),
                 Some(id) if slot.routed_msg != Some(w.msg) => {
                     match router.update_msi_route(id, w.msg) {
                         Ok(()) => slot.routed_msg = Some(w.msg),
@@ -229,7 +236,7 @@ impl VectorSet {
             }
         }
         if let Some(b) = batch {
-            if b.commit().is_err() {
+            if b.finish().is_err() {
                 stats.route_failures += 1;
             }
         }
@@ -245,7 +252,7 @@ impl VectorSet {
             slot.routed_msg = None;
         }
         if let Some(b) = batch {
-            let _ = b.commit();
+            let _ = b.finish();
         }
     }
 
