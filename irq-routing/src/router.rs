@@ -239,18 +239,20 @@ impl Router {
         I: IntoIterator<Item = (MsiMessage, Option<Arc<EventFd>>)>,
     {
         let routes = routes.into_iter();
+        let (low, high) = routes.size_hint();
+        let mut ids = Vec::with_capacity(high.unwrap_or(low));
         let mut inner = self.lock();
-        let mut added: Vec<(RouteId, u32)> = Vec::with_capacity(routes.size_hint().0);
-        let mut ids = Vec::with_capacity(routes.size_hint().0);
+        inner.touched.reserve(ids.capacity());
         for (msi, irqfd) in routes {
             let Ok(gsi) = inner.gsis.allocate_id() else {
-                // Give back what this call took: handles are never reused, so the ones
-                // issued stay burnt, which nothing can observe.
-                for (id, gsi) in added {
-                    inner.routes.remove(&id);
-                    inner.release_gsi(gsi);
-                    if let Ok(at) = inner.touched.binary_search(&id) {
-                        inner.touched.remove(at);
+                // Give back what this call took (its routes are the last ones touched).
+                // Handles are never reused, so the ones issued stay burnt, which nothing can
+                // observe.
+                let kept = inner.touched.len().saturating_sub(ids.len());
+                inner.touched.truncate(kept);
+                for id in ids {
+                    if let Some(gsi) = inner.routes.remove(&id).and_then(|r| r.gsi) {
+                        inner.release_gsi(gsi);
                     }
                 }
                 return Err(Error::RouteLimit { limit: inner.limit });
@@ -270,7 +272,6 @@ impl Router {
                 },
             );
             inner.touched.push(id);
-            added.push((id, gsi));
             ids.push(id);
         }
         if ids.is_empty() {
