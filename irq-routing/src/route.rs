@@ -49,11 +49,29 @@ pub struct RouteEntry {
 /// A handle to one route, returned when the route is added.
 ///
 /// Handles are never reused within a router, so a stale handle can only name
-/// nothing, never another vector's route.
+/// nothing, never another vector's route. (Inside, a handle names a slot of the
+/// router's route store and the generation of that slot: a slot freed by a removal
+/// serves a later route under the next generation, and a slot whose generations
+/// run out is never used again.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RouteId(pub(crate) u64);
 
 impl RouteId {
+    /// The handle of generation `generation` of slot `slot`.
+    pub(crate) const fn new(slot: u32, generation: u32) -> Self {
+        Self(((generation as u64) << 32) | slot as u64)
+    }
+
+    /// The slot of the route store this handle names.
+    pub(crate) const fn slot(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+
+    /// The generation of the slot this handle was issued for.
+    pub(crate) const fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
     /// The handle's raw value (for logs).
     pub const fn raw(self) -> u64 {
         self.0
@@ -106,58 +124,76 @@ pub struct RouteView {
     pub committed_msi: Option<MsiMessage>,
 }
 
-/// How many consecutive handles one chunk of a [`RouteSnapshot`] covers.
-pub(crate) const CHUNK_ROUTES: u64 = 64;
+/// How many consecutive slots one chunk of a [`RouteSnapshot`] covers.
+pub(crate) const CHUNK_ROUTES: usize = 64;
 
-/// The views of the handles `c * CHUNK_ROUTES ..` of one chunk `c`, `None` for a handle with
-/// no route; always `CHUNK_ROUTES` long.
-pub(crate) type Chunk = std::sync::Arc<[Option<RouteView>]>;
+/// One slot of a snapshot: the slot's generation at publication and, if it held a
+/// route then, the route's view.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SnapSlot {
+    /// The generation of the route the slot held, or of the next one it will hold.
+    pub(crate) generation: u32,
+    pub(crate) view: Option<RouteView>,
+}
+
+/// The slots `c * CHUNK_ROUTES ..` of one chunk `c`; always `CHUNK_ROUTES` long.
+pub(crate) type Chunk = std::sync::Arc<[SnapSlot]>;
 
 /// A consistent, immutable view of every route, published after each
 /// operation that was not deferred and after each batch guard ends.
 ///
 /// Readers get it lock-free from [`Router::snapshot`](crate::Router::snapshot)
 /// and never wait on a commit. Lookups index by handle (no search); the views
-/// are held in shared chunks of consecutive handles, so publishing a change
+/// are held in shared chunks of consecutive slots, so publishing a change
 /// copies only the chunks it touched.
 #[derive(Clone, Debug, Default)]
 pub struct RouteSnapshot {
-    /// The chunk index of `chunks[0]`.
-    pub(crate) first_chunk: u64,
-    /// Chunk `first_chunk + i` at `i`; `None` for a chunk without any route.
-    pub(crate) chunks: Vec<Option<Chunk>>,
+    /// Chunk `c` at `c`; as many as the router's route store needs.
+    pub(crate) chunks: Vec<Chunk>,
     /// Routes held, whatever their state.
     pub(crate) len: usize,
-    /// The first handle issued after this snapshot was published.
-    pub(crate) next_id: u64,
 }
 
 impl PartialEq for RouteSnapshot {
     fn eq(&self, other: &Self) -> bool {
-        self.next_id == other.next_id && self.len == other.len && self.iter().eq(other.iter())
+        self.len == other.len && self.iter().eq(other.iter())
     }
 }
 
 impl Eq for RouteSnapshot {}
 
 impl RouteSnapshot {
+    /// The slot a handle names, `None` past the slots this snapshot knows.
+    fn slot(&self, id: RouteId) -> Option<&SnapSlot> {
+        let slot = id.slot();
+        self.chunks
+            .get(slot / CHUNK_ROUTES)?
+            .get(slot % CHUNK_ROUTES)
+    }
+
     /// The view of one route, or `None` if the route is unknown to this
     /// snapshot (removed, or added inside a batch after the snapshot was
     /// published): either way there is no KVM route for it.
     pub fn get(&self, id: RouteId) -> Option<RouteView> {
-        let at = usize::try_from((id.0 / CHUNK_ROUTES).checked_sub(self.first_chunk)?).ok()?;
-        let chunk = self.chunks.get(at)?.as_ref()?;
-        chunk.get((id.0 % CHUNK_ROUTES) as usize).copied().flatten()
+        self.slot(id)
+            .filter(|s| s.generation == id.generation())
+            .and_then(|s| s.view)
     }
 
     /// The state of one route. A handle issued after the snapshot was
     /// published (a route added inside a batch still running) reads as
     /// [`RouteState::Staged`]; `None` means the route is gone.
     pub fn state(&self, id: RouteId) -> Option<RouteState> {
-        match self.get(id) {
-            Some(view) => Some(view.state),
-            None if id.0 >= self.next_id => Some(RouteState::Staged),
-            None => None,
+        match self.slot(id) {
+            // A slot created after the publication.
+            None => Some(RouteState::Staged),
+            // The slot was free at publication (the handle came later), or was reused since.
+            Some(s) if s.generation == id.generation() => {
+                Some(s.view.map_or(RouteState::Staged, |v| v.state))
+            }
+            Some(s) if s.generation < id.generation() => Some(RouteState::Staged),
+            // The slot has moved on to a later route: this one is gone.
+            Some(_) => None,
         }
     }
 
@@ -171,51 +207,27 @@ impl RouteSnapshot {
         self.len == 0
     }
 
-    /// Every route with its view, in handle order.
+    /// Every route with its view, in slot order (handle order for a router that never
+    /// removed a route).
     pub fn iter(&self) -> impl Iterator<Item = (RouteId, RouteView)> + '_ {
-        (self.first_chunk..)
+        (0u32..)
+            .step_by(CHUNK_ROUTES)
             .zip(self.chunks.iter())
-            .filter_map(|(c, chunk)| chunk.as_ref().map(|chunk| (c, chunk)))
-            .flat_map(|(c, chunk)| {
-                (0..CHUNK_ROUTES)
+            .flat_map(|(first, chunk)| {
+                (first..)
                     .zip(chunk.iter())
-                    .filter_map(move |(i, v)| {
-                        v.map(|v| (RouteId(c.saturating_mul(CHUNK_ROUTES) + i), v))
-                    })
+                    .filter_map(|(slot, s)| s.view.map(|v| (RouteId::new(slot, s.generation), v)))
             })
     }
 
-    /// Replaces chunk `c` (`None`: the chunk holds no route any more), keeping
-    /// no empty chunk at either end.
-    pub(crate) fn set_chunk(&mut self, c: u64, chunk: Option<Chunk>) {
-        if self.chunks.is_empty() {
-            self.first_chunk = c;
+    /// Replaces chunk `c`, adding empty chunks before it as needed.
+    pub(crate) fn set_chunk(&mut self, c: usize, chunk: Chunk) {
+        while self.chunks.len() <= c {
+            self.chunks
+                .push(std::iter::repeat_n(SnapSlot::default(), CHUNK_ROUTES).collect());
         }
-        if c < self.first_chunk {
-            if chunk.is_none() {
-                return;
-            }
-            let gap = usize::try_from(self.first_chunk - c).unwrap_or(usize::MAX);
-            self.chunks.splice(0..0, std::iter::repeat_n(None, gap));
-            self.first_chunk = c;
-        }
-        let at = usize::try_from(c - self.first_chunk).unwrap_or(usize::MAX);
-        if at >= self.chunks.len() {
-            if chunk.is_none() {
-                return;
-            }
-            self.chunks.resize(at + 1, None);
-        }
-        if let Some(slot) = self.chunks.get_mut(at) {
+        if let Some(slot) = self.chunks.get_mut(c) {
             *slot = chunk;
-        }
-        while self.chunks.last().is_some_and(Option::is_none) {
-            self.chunks.pop();
-        }
-        let leading = self.chunks.iter().take_while(|c| c.is_none()).count();
-        if leading > 0 {
-            self.chunks.drain(..leading);
-            self.first_chunk += leading as u64;
         }
     }
 }

@@ -3,7 +3,6 @@
 //! [`Router`]: a VM's MSI routes, their GSIs and irqfds, and the commit logic
 //! that batches share.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -16,8 +15,8 @@ use crate::backend::RoutingBackend;
 use crate::batch::{BatchReport, RouteBatch};
 use crate::error::{Error, Result};
 use crate::route::{
-    Chunk, MsiMessage, RouteEntry, RouteId, RouteSnapshot, RouteState, RouteView, UserspaceReason,
-    CHUNK_ROUTES,
+    MsiMessage, RouteEntry, RouteId, RouteSnapshot, RouteState, RouteView, SnapSlot,
+    UserspaceReason, CHUNK_ROUTES,
 };
 
 /// Counters of the backend operations a router issued.
@@ -47,6 +46,101 @@ struct Record {
     irqfd: Option<Arc<EventFd>>,
     attached: bool,
     state: RouteState,
+    /// Listed in `Inner::touched` (added or updated since the last commit).
+    touched: bool,
+}
+
+impl Record {
+    /// A route just added at `gsi`, not committed yet.
+    fn staged(msi: MsiMessage, gsi: u32, irqfd: Option<Arc<EventFd>>) -> Self {
+        Self {
+            msi,
+            gsi: Some(gsi),
+            committed: None,
+            irqfd,
+            attached: false,
+            state: RouteState::Staged,
+            touched: true,
+        }
+    }
+}
+
+/// One slot of the route store: its current generation and the route it holds.
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    record: Option<Record>,
+}
+
+/// The last generation a slot serves; a slot that reaches it is retired, so no handle
+/// is ever issued twice.
+const LAST_GENERATION: u32 = u32::MAX - 1;
+
+/// The routes, in slots indexed by their handles: a removal frees its slot for a later
+/// route under the slot's next generation.
+#[derive(Debug, Default)]
+struct RouteStore {
+    slots: Vec<Slot>,
+    /// Free slots, reused last freed first.
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl RouteStore {
+    fn get(&self, id: RouteId) -> Option<&Record> {
+        self.slots
+            .get(id.slot())
+            .filter(|s| s.generation == id.generation())
+            .and_then(|s| s.record.as_ref())
+    }
+
+    fn get_mut(&mut self, id: RouteId) -> Option<&mut Record> {
+        self.slots
+            .get_mut(id.slot())
+            .filter(|s| s.generation == id.generation())
+            .and_then(|s| s.record.as_mut())
+    }
+
+    /// Stores `record` in a free slot (or a new one) and returns its handle.
+    fn insert(&mut self, record: Record) -> RouteId {
+        self.len += 1;
+        while let Some(slot) = self.free.pop() {
+            if let Some(s) = self.slots.get_mut(slot as usize) {
+                s.record = Some(record);
+                return RouteId::new(slot, s.generation);
+            }
+        }
+        let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        self.slots.push(Slot {
+            generation: 0,
+            record: Some(record),
+        });
+        RouteId::new(slot, 0)
+    }
+
+    /// Takes the route out; its slot moves on to the next generation.
+    fn remove(&mut self, id: RouteId) -> Option<Record> {
+        let slot = self
+            .slots
+            .get_mut(id.slot())
+            .filter(|s| s.generation == id.generation())?;
+        let record = slot.record.take()?;
+        self.len -= 1;
+        slot.generation += 1;
+        if slot.generation <= LAST_GENERATION {
+            self.free.push(id.slot() as u32);
+        }
+        Some(record)
+    }
+
+    /// Room for `more` routes without growing the store.
+    fn reserve(&mut self, more: usize) {
+        self.slots.reserve(more.saturating_sub(self.free.len()));
+    }
+
+    fn records(&self) -> impl Iterator<Item = &Record> {
+        self.slots.iter().filter_map(|s| s.record.as_ref())
+    }
 }
 
 impl Record {
@@ -77,12 +171,11 @@ struct Inner {
     gsis: IdAllocator,
     limit: u32,
     gsis_in_use: u32,
-    next_id: u64,
-    routes: BTreeMap<RouteId, Record>,
+    routes: RouteStore,
     /// Batch guards alive.
     depth: usize,
-    /// Routes added or updated since the last commit, sorted, no repeats (handles only grow,
-    /// so an addition is a push).
+    /// Routes added or updated since the last commit, in that order, no repeats (a route's
+    /// `touched` flag says whether it is listed; removed routes may linger, and are skipped).
     touched: Vec<RouteId>,
     removals: Vec<Removal>,
     /// Whether the wanted table may differ from `in_force`.
@@ -94,7 +187,7 @@ struct Inner {
     /// The last published snapshot (its chunks are shared with the one readers hold).
     published: RouteSnapshot,
     /// Snapshot chunks whose routes changed since the last publication (unsorted, may repeat).
-    stale_chunks: Vec<u64>,
+    stale_chunks: Vec<usize>,
 }
 
 /// A VM's MSI routes.
@@ -116,7 +209,7 @@ impl fmt::Debug for Router {
         let inner = self.lock();
         f.debug_struct("Router")
             .field("backend", &inner.backend)
-            .field("routes", &inner.routes.len())
+            .field("routes", &inner.routes.len)
             .field("gsis_in_use", &inner.gsis_in_use)
             .field("limit", &inner.limit)
             .field("batch_depth", &inner.depth)
@@ -149,8 +242,7 @@ impl Router {
                 gsis,
                 limit: range.end - range.start,
                 gsis_in_use: 0,
-                next_id: 0,
-                routes: BTreeMap::new(),
+                routes: RouteStore::default(),
                 depth: 0,
                 touched: Vec::new(),
                 removals: Vec::new(),
@@ -197,26 +289,14 @@ impl Router {
             .allocate_id()
             .map_err(|_| Error::RouteLimit { limit: inner.limit })?;
         inner.gsis_in_use += 1;
-        let id = RouteId(inner.next_id);
-        inner.next_id += 1;
-        inner.routes.insert(
-            id,
-            Record {
-                msi,
-                gsi: Some(gsi),
-                committed: None,
-                irqfd,
-                attached: false,
-                state: RouteState::Staged,
-            },
-        );
+        let id = inner.routes.insert(Record::staged(msi, gsi, irqfd));
         inner.touched.push(id);
         inner.mark_stale(id);
         inner.dirty = true;
         if inner.depth == 0 {
             let result = inner.flush();
             if result.is_err() {
-                inner.routes.remove(&id);
+                inner.routes.remove(id);
             }
             self.publish(&mut inner);
             result?;
@@ -243,34 +323,23 @@ impl Router {
         let mut ids = Vec::with_capacity(high.unwrap_or(low));
         let mut inner = self.lock();
         inner.touched.reserve(ids.capacity());
+        inner.routes.reserve(ids.capacity());
         for (msi, irqfd) in routes {
             let Ok(gsi) = inner.gsis.allocate_id() else {
                 // Give back what this call took (its routes are the last ones touched).
-                // Handles are never reused, so the ones issued stay burnt, which nothing can
-                // observe.
+                // Their slots move on to their next generation, so the handles issued stay
+                // burnt, which nothing can observe.
                 let kept = inner.touched.len().saturating_sub(ids.len());
                 inner.touched.truncate(kept);
                 for id in ids {
-                    if let Some(gsi) = inner.routes.remove(&id).and_then(|r| r.gsi) {
+                    if let Some(gsi) = inner.routes.remove(id).and_then(|r| r.gsi) {
                         inner.release_gsi(gsi);
                     }
                 }
                 return Err(Error::RouteLimit { limit: inner.limit });
             };
             inner.gsis_in_use += 1;
-            let id = RouteId(inner.next_id);
-            inner.next_id += 1;
-            inner.routes.insert(
-                id,
-                Record {
-                    msi,
-                    gsi: Some(gsi),
-                    committed: None,
-                    irqfd,
-                    attached: false,
-                    state: RouteState::Staged,
-                },
-            );
+            let id = inner.routes.insert(Record::staged(msi, gsi, irqfd));
             inner.touched.push(id);
             ids.push(id);
         }
@@ -284,7 +353,7 @@ impl Router {
         if inner.depth == 0 {
             let result = inner.flush();
             if result.is_err() {
-                for id in &ids {
+                for &id in &ids {
                     inner.routes.remove(id);
                 }
             }
@@ -305,14 +374,16 @@ impl Router {
     /// failed (the route is then `Userspace`, its GSI released).
     pub fn update_msi_route(&self, id: RouteId, msi: MsiMessage) -> Result<()> {
         let mut inner = self.lock();
-        let record = inner.routes.get_mut(&id).ok_or(Error::UnknownRoute(id))?;
+        let record = inner.routes.get_mut(id).ok_or(Error::UnknownRoute(id))?;
         if record.msi == msi {
             return Ok(());
         }
         record.msi = msi;
         let userspace = record.gsi.is_none();
+        let newly_touched = !userspace && !record.touched;
         if !userspace {
             record.state = RouteState::Staged;
+            record.touched = true;
         }
         inner.mark_stale(id);
         if userspace {
@@ -322,8 +393,8 @@ impl Router {
             }
             return Ok(());
         }
-        if let Err(at) = inner.touched.binary_search(&id) {
-            inner.touched.insert(at, id);
+        if newly_touched {
+            inner.touched.push(id);
         }
         inner.dirty = true;
         if inner.depth == 0 {
@@ -345,10 +416,8 @@ impl Router {
     /// raise it) or [`Error::IrqfdDetach`] (the GSI stays reserved).
     pub fn remove_route(&self, id: RouteId) -> Result<()> {
         let mut inner = self.lock();
-        let record = inner.routes.remove(&id).ok_or(Error::UnknownRoute(id))?;
-        if let Ok(at) = inner.touched.binary_search(&id) {
-            inner.touched.remove(at);
-        }
+        // A listed handle stays in `touched`: it names nothing any more and is skipped.
+        let record = inner.routes.remove(id).ok_or(Error::UnknownRoute(id))?;
         inner.mark_stale(id);
         if let Some(gsi) = record.gsi {
             if record.committed.is_none() && !record.attached {
@@ -420,6 +489,7 @@ impl Router {
             self.publish(&mut inner);
             return Ok(None);
         }
+        // A removed route's handle may linger in `touched`: it names nothing and is left out.
         let routes: Vec<RouteId> = if report {
             inner.touched.clone()
         } else {
@@ -433,7 +503,7 @@ impl Router {
             committed: inner.stats.commits != commits_before,
             routes: routes
                 .into_iter()
-                .filter_map(|id| inner.routes.get(&id).map(|r| (id, r.state)))
+                .filter_map(|id| inner.routes.get(id).map(|r| (id, r.state)))
                 .collect(),
         };
         Ok(Some(report))
@@ -450,7 +520,7 @@ impl Router {
 impl Inner {
     /// Notes that `id`'s view changed (or it appeared or went), for the next publication.
     fn mark_stale(&mut self, id: RouteId) {
-        let chunk = id.0 / CHUNK_ROUTES;
+        let chunk = id.slot() / CHUNK_ROUTES;
         if self.stale_chunks.last() != Some(&chunk) {
             self.stale_chunks.push(chunk);
         }
@@ -463,20 +533,18 @@ impl Inner {
         stale.dedup();
         for c in stale.drain(..) {
             let start = c.saturating_mul(CHUNK_ROUTES);
-            let end = start.saturating_add(CHUNK_ROUTES);
-            let mut views: Option<Vec<Option<RouteView>>> = None;
-            for (id, record) in self.routes.range(RouteId(start)..RouteId(end)) {
-                let chunk = views.get_or_insert_with(|| vec![None; CHUNK_ROUTES as usize]);
-                if let Some(slot) = chunk.get_mut((id.0 - start) as usize) {
-                    *slot = Some(record.view());
-                }
-            }
-            self.published.set_chunk(c, views.map(Chunk::from));
+            let slots = self.routes.slots.get(start..).unwrap_or_default();
+            let mut chunk = Vec::with_capacity(CHUNK_ROUTES);
+            chunk.extend(slots.iter().take(CHUNK_ROUTES).map(|s| SnapSlot {
+                generation: s.generation,
+                view: s.record.as_ref().map(Record::view),
+            }));
+            chunk.resize(CHUNK_ROUTES, SnapSlot::default());
+            self.published.set_chunk(c, chunk.into());
         }
         // Keep the (now empty) buffer for the next round.
         self.stale_chunks = stale;
-        self.published.len = self.routes.len();
-        self.published.next_id = self.next_id;
+        self.published.len = self.routes.len;
     }
 
     /// Drops `gsi` from the table in force (sorted by GSI).
@@ -494,10 +562,10 @@ impl Inner {
     }
 
     fn wanted_table(&self) -> Vec<RouteEntry> {
-        let mut table = Vec::with_capacity(self.routes.len());
+        let mut table = Vec::with_capacity(self.routes.len);
         table.extend(
             self.routes
-                .values()
+                .records()
                 .filter_map(|r| r.gsi.map(|gsi| RouteEntry { gsi, msi: r.msi })),
         );
         table.sort_unstable_by_key(|e| e.gsi);
@@ -515,7 +583,7 @@ impl Inner {
         // Every route this flush settles or undoes changes its view.
         let mut stale = std::mem::take(&mut self.stale_chunks);
         for id in &self.touched {
-            let chunk = id.0 / CHUNK_ROUTES;
+            let chunk = id.slot() / CHUNK_ROUTES;
             if stale.last() != Some(&chunk) {
                 stale.push(chunk);
             }
@@ -569,9 +637,10 @@ impl Inner {
     /// After a successful commit: record the route's message as committed
     /// (`in_force`), attach its irqfd if needed and set its final state.
     fn settle(&mut self, id: RouteId, in_force: bool) {
-        let Some(record) = self.routes.get_mut(&id) else {
+        let Some(record) = self.routes.get_mut(id).filter(|r| r.touched) else {
             return;
         };
+        record.touched = false;
         let Some(gsi) = record.gsi else {
             return;
         };
@@ -600,9 +669,10 @@ impl Inner {
         let touched = std::mem::take(&mut self.touched);
         let mut undone = Vec::with_capacity(touched.len());
         for id in touched {
-            let Some(record) = self.routes.get_mut(&id) else {
+            let Some(record) = self.routes.get_mut(id).filter(|r| r.touched) else {
                 continue;
             };
+            record.touched = false;
             if record.committed == Some(record.msi) {
                 // Updated and changed back: the committed route still holds.
                 if let Some(gsi) = record.gsi {

@@ -13,6 +13,8 @@ use crate::{
     Router, UserspaceReason,
 };
 
+use super::{Record, RouteStore, LAST_GENERATION};
+
 fn msi(v: u32) -> MsiMessage {
     MsiMessage::new(0xfee0_0000 + u64::from(v % 4) * 0x1000, 0x4000 | v)
 }
@@ -367,17 +369,24 @@ fn snapshot_follows_routes_across_chunks() {
         snap.state(ids[199]),
         Some(RouteState::Routed { .. })
     ));
-    // Only the chunks that still hold routes are kept.
-    assert_eq!(snap.first_chunk, 2);
-    assert_eq!(snap.chunks.len(), 2);
+    // The chunks of the store's 200 slots are kept (their generations tell removed handles
+    // from later ones).
+    assert_eq!(snap.chunks.len(), 4);
     // An earlier snapshot is untouched by later publications.
     assert_eq!(old.len(), 200);
     assert!(old.get(ids[0]).is_some());
     assert_ne!(*old, *snap);
 
-    // A route added now lands in a new chunk and is found by handle.
+    // A route added now reuses a freed slot under a new handle, and is found by it; the
+    // old handle of that slot still names nothing.
     let new = router.add_msi_route(msi(7), None).unwrap();
+    assert!(!ids.contains(&new));
     assert_eq!(router.route(new).unwrap().msi, msi(7));
+    assert_eq!(router.snapshot().chunks.len(), 4);
+    assert!(ids[..130]
+        .iter()
+        .chain(std::iter::once(&ids[150]))
+        .all(|&id| router.route(id).is_none() && router.route_state(id).is_none()));
     assert_eq!(router.snapshot().len(), 70);
     for id in &ids[130..] {
         let _ = router.remove_route(*id);
@@ -385,7 +394,7 @@ fn snapshot_follows_routes_across_chunks() {
     router.remove_route(new).unwrap();
     let snap = router.snapshot();
     assert!(snap.is_empty());
-    assert!(snap.chunks.is_empty());
+    assert_eq!(snap.iter().count(), 0);
     assert_eq!(snap.state(new), None);
 }
 
@@ -537,4 +546,62 @@ fn bulk_add_with_a_refused_commit_keeps_none() {
     assert_eq!(router.gsis_in_use(), 0);
     assert!(router.snapshot().is_empty());
     assert_eq!(backend.attaches(), 0);
+}
+
+#[test]
+fn a_reused_slot_gets_a_new_handle_and_old_snapshots_tell_them_apart() {
+    let (backend, router) = setup();
+    let old = router.add_msi_route(msi(1), Some(irqfd())).unwrap();
+    let before = router.snapshot();
+    router.remove_route(old).unwrap();
+    let new = router.add_msi_route(msi(2), Some(irqfd())).unwrap();
+    assert_ne!(old, new);
+    // The old handle names nothing, in the router and in every later snapshot.
+    assert_eq!(router.route_state(old), None);
+    assert!(matches!(
+        router.update_msi_route(old, msi(3)),
+        Err(Error::UnknownRoute(id)) if id == old
+    ));
+    assert_eq!(router.route(new).unwrap().msi, msi(2));
+    // The snapshot published before the new route existed reads its handle as issued later.
+    assert_eq!(before.state(new), Some(RouteState::Staged));
+    assert_eq!(before.get(new), None);
+    assert!(matches!(before.state(old), Some(RouteState::Routed { .. })));
+    // Removing the old handle again changes nothing.
+    assert!(matches!(router.remove_route(old), Err(Error::UnknownRoute(id)) if id == old));
+    assert_eq!(backend.table().len(), 1);
+    assert_eq!(router.snapshot().len(), 1);
+}
+
+#[test]
+fn a_route_removed_and_its_slot_reused_inside_one_batch_settles_once() {
+    let (backend, router) = setup();
+    let batch = router.batch();
+    let a = router.add_msi_route(msi(1), Some(irqfd())).unwrap();
+    router.remove_route(a).unwrap();
+    let b = router.add_msi_route(msi(2), Some(irqfd())).unwrap();
+    let BatchOutcome::Committed(report) = batch.commit().unwrap() else {
+        panic!("outermost guard");
+    };
+    assert_eq!(report.routes.len(), 1);
+    assert_eq!(report.routes[0].0, b);
+    assert_eq!(backend.commits(), 1);
+    assert_eq!(router.stats().irqfd_attaches, 1);
+    assert_eq!(router.route_state(a), None);
+}
+
+#[test]
+fn a_slot_whose_generations_run_out_is_retired() {
+    let mut store = RouteStore::default();
+    let record = || Record::staged(msi(1), 24, None);
+    let first = store.insert(record());
+    store.slots[first.slot()].generation = LAST_GENERATION;
+    let last = RouteId::new(first.slot() as u32, LAST_GENERATION);
+    assert!(store.remove(first).is_none());
+    assert!(store.remove(last).is_some());
+    // The slot is not reused: the next route gets a fresh one.
+    let next = store.insert(record());
+    assert_ne!(next.slot(), first.slot());
+    assert!(store.get(last).is_none());
+    assert_eq!(store.len, 1);
 }
