@@ -58,16 +58,19 @@ pub struct RouteId(pub(crate) u64);
 
 impl RouteId {
     /// The handle of generation `generation` of slot `slot`.
+    #[inline]
     pub(crate) const fn new(slot: u32, generation: u32) -> Self {
         Self(((generation as u64) << 32) | slot as u64)
     }
 
     /// The slot of the route store this handle names.
+    #[inline]
     pub(crate) const fn slot(self) -> usize {
         (self.0 & 0xffff_ffff) as usize
     }
 
     /// The generation of the slot this handle was issued for.
+    #[inline]
     pub(crate) const fn generation(self) -> u32 {
         (self.0 >> 32) as u32
     }
@@ -164,6 +167,7 @@ impl Eq for RouteSnapshot {}
 
 impl RouteSnapshot {
     /// The slot a handle names, `None` past the slots this snapshot knows.
+    #[inline]
     fn slot(&self, id: RouteId) -> Option<&SnapSlot> {
         let slot = id.slot();
         self.chunks
@@ -174,6 +178,7 @@ impl RouteSnapshot {
     /// The view of one route, or `None` if the route is unknown to this
     /// snapshot (removed, or added inside a batch after the snapshot was
     /// published): either way there is no KVM route for it.
+    #[inline]
     pub fn get(&self, id: RouteId) -> Option<RouteView> {
         self.slot(id)
             .filter(|s| s.generation == id.generation())
@@ -183,6 +188,7 @@ impl RouteSnapshot {
     /// The state of one route. A handle issued after the snapshot was
     /// published (a route added inside a batch still running) reads as
     /// [`RouteState::Staged`]; `None` means the route is gone.
+    #[inline]
     pub fn state(&self, id: RouteId) -> Option<RouteState> {
         match self.slot(id) {
             // A slot created after the publication.

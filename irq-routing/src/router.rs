@@ -87,6 +87,7 @@ struct RouteStore {
 }
 
 impl RouteStore {
+    #[cfg(test)]
     fn get(&self, id: RouteId) -> Option<&Record> {
         self.slots
             .get(id.slot())
@@ -188,6 +189,8 @@ struct Inner {
     published: RouteSnapshot,
     /// Snapshot chunks whose routes changed since the last publication (unsorted, may repeat).
     stale_chunks: Vec<usize>,
+    /// While the outermost guard's commit builds its report: each settled route's outcome.
+    report: Option<Vec<(RouteId, RouteState)>>,
 }
 
 /// A VM's MSI routes.
@@ -251,6 +254,7 @@ impl Router {
                 stats: RouterStats::default(),
                 published: RouteSnapshot::default(),
                 stale_chunks: Vec::new(),
+                report: None,
             }),
             snapshot: ArcSwap::default(),
         })
@@ -489,24 +493,18 @@ impl Router {
             self.publish(&mut inner);
             return Ok(None);
         }
-        // A removed route's handle may linger in `touched`: it names nothing and is left out.
-        let routes: Vec<RouteId> = if report {
-            inner.touched.clone()
-        } else {
-            Vec::new()
-        };
+        // Settling each touched route records its outcome (a removed route's handle, which may
+        // linger in `touched`, is skipped).
+        inner.report = report.then(|| Vec::with_capacity(inner.touched.len()));
         let commits_before = inner.stats.commits;
         let result = inner.flush();
+        let routes = inner.report.take().unwrap_or_default();
         self.publish(&mut inner);
         result?;
-        let report = BatchReport {
+        Ok(Some(BatchReport {
             committed: inner.stats.commits != commits_before,
-            routes: routes
-                .into_iter()
-                .filter_map(|id| inner.routes.get(id).map(|r| (id, r.state)))
-                .collect(),
-        };
-        Ok(Some(report))
+            routes,
+        }))
     }
 
     /// Publishes the routes as they stand: rebuilds only the snapshot chunks
@@ -641,26 +639,35 @@ impl Inner {
             return;
         };
         record.touched = false;
-        let Some(gsi) = record.gsi else {
-            return;
-        };
-        if in_force {
-            record.committed = Some(record.msi);
-        }
-        if let (Some(fd), false) = (&record.irqfd, record.attached) {
-            self.stats.irqfd_attaches += 1;
-            if let Err(e) = self.backend.attach_irqfd(fd, gsi) {
-                self.stats.failed_irqfd_attaches += 1;
-                record.gsi = None;
-                record.committed = None;
-                record.irqfd = None;
-                record.state = RouteState::Userspace(UserspaceReason::IrqfdAttach(e.errno()));
-                self.release_gsi(gsi);
-                return;
+        let mut lost_gsi = None;
+        if let Some(gsi) = record.gsi {
+            if in_force {
+                record.committed = Some(record.msi);
             }
-            record.attached = true;
+            record.state = RouteState::Routed { gsi };
+            if let (Some(fd), false) = (&record.irqfd, record.attached) {
+                self.stats.irqfd_attaches += 1;
+                match self.backend.attach_irqfd(fd, gsi) {
+                    Ok(()) => record.attached = true,
+                    Err(e) => {
+                        self.stats.failed_irqfd_attaches += 1;
+                        record.gsi = None;
+                        record.committed = None;
+                        record.irqfd = None;
+                        record.state =
+                            RouteState::Userspace(UserspaceReason::IrqfdAttach(e.errno()));
+                        lost_gsi = Some(gsi);
+                    }
+                }
+            }
         }
-        record.state = RouteState::Routed { gsi };
+        let state = record.state;
+        if let Some(report) = &mut self.report {
+            report.push((id, state));
+        }
+        if let Some(gsi) = lost_gsi {
+            self.release_gsi(gsi);
+        }
     }
 
     /// After a failed commit: every added or updated route loses its GSI and
