@@ -225,14 +225,21 @@ impl PassthroughDevice {
         let Some(vs) = vs else {
             return;
         };
-        if vs
-            .sync_triggers(&*self.dev, &self.router, wanted, &mut self.stats)
-            .is_err()
-        {
-            self.stats.device_access_errors += 1;
+        // One snapshot for the pass: the triggers follow it, and only a route it shows off the
+        // KVM path can have stranded signals.
+        let snapshot = self.router.snapshot();
+        let off_path = match vs.sync_triggers(&*self.dev, &snapshot, wanted, &mut self.stats) {
+            Ok(off_path) => off_path,
+            Err(_) => {
+                self.stats.device_access_errors += 1;
+                true
+            }
+        };
+        if !off_path {
+            return;
         }
         // After the triggers moved: a signal from now on reaches the userspace eventfd.
-        let stranded = vs.take_stranded(&self.router);
+        let stranded = vs.take_stranded(&snapshot);
         let live = if msix { usize::MAX } else { self.msi_live() };
         for v in stranded {
             let Some(w) = wanted.get(usize::from(v)).copied() else {

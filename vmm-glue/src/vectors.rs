@@ -98,6 +98,15 @@ impl std::fmt::Debug for Slot {
     }
 }
 
+/// What [`VectorSet::sync_triggers`] wants: each vector's fd, how many differ from the trigger
+/// cache and the first that does, and whether a route is off the KVM path.
+struct WantedFds {
+    fds: Vec<Option<RawFd>>,
+    changed: usize,
+    first: usize,
+    off_path: bool,
+}
+
 /// The trigger cache of an index: vfio-core's for MSI-X, a plain one for MSI.
 #[derive(Debug)]
 enum Triggers {
@@ -256,23 +265,49 @@ impl VectorSet {
         }
     }
 
-    /// The fd each vector's trigger should point at.
-    fn wanted_fds(&self, snapshot: &RouteSnapshot, wanted: &[Wanted]) -> Vec<Option<RawFd>> {
-        let mut fds = Vec::with_capacity(self.slots.len());
+    /// The fd each vector's trigger should point at, how many of them differ from the
+    /// cache (and the first that does), and whether any vector holds a route that is off the
+    /// KVM path in `snapshot` (one pass over the vectors).
+    fn wanted_fds(&self, snapshot: &RouteSnapshot, wanted: &[Wanted]) -> WantedFds {
+        let mut out = WantedFds {
+            fds: Vec::with_capacity(self.slots.len()),
+            changed: 0,
+            first: 0,
+            off_path: false,
+        };
         for (i, slot) in self.slots.iter().enumerate() {
-            let kvm = wanted.get(i).is_some_and(|w| {
-                !w.masked
-                    && slot
-                        .route
-                        .is_some_and(|id| irqfd_injects(snapshot, id, &w.msg))
-            });
-            fds.push(Some(if kvm {
+            let w = wanted.get(i);
+            let kvm = match slot.route {
+                Some(id) => {
+                    let view = snapshot.get(id);
+                    let on_path = match &view {
+                        Some(v) => on_kvm_path(Some(v.state)),
+                        None => snapshot.state(id) == Some(RouteState::Staged),
+                    };
+                    out.off_path |= !on_path;
+                    // As `irqfd_injects`: on the KVM path, and no other message committed.
+                    on_path
+                        && w.is_some_and(|w| {
+                            !w.masked
+                                && view.is_none_or(|v| v.committed_msi.is_none_or(|c| c == w.msg))
+                        })
+                }
+                None => false,
+            };
+            let fd = Some(if kvm {
                 slot.irqfd.as_raw_fd()
             } else {
                 slot.user.as_raw_fd()
-            }));
+            });
+            if self.trigger(u16::try_from(i).unwrap_or(u16::MAX)) != fd {
+                if out.changed == 0 {
+                    out.first = i;
+                }
+                out.changed += 1;
+            }
+            out.fds.push(fd);
         }
-        fds
+        out
     }
 
     fn enabled(&self) -> bool {
@@ -285,29 +320,25 @@ impl VectorSet {
     /// Points every vector's trigger where it belongs. Index disabled: one SET_IRQS enables
     /// all vectors. Enabled: nothing if no vector changes, one per-vector call if one does,
     /// one SET_IRQS for all vectors if several do.
+    ///
+    /// `snapshot` is the router's current one. Returns whether any vector holds a route off
+    /// the KVM path (only then can [`VectorSet::take_stranded`] find anything).
     pub(crate) fn sync_triggers(
         &mut self,
         dev: &dyn VfioDevice,
-        router: &Router,
+        snapshot: &RouteSnapshot,
         wanted: &[Wanted],
         stats: &mut DeviceStats,
-    ) -> Result<()> {
-        let fds = self.wanted_fds(&router.snapshot(), wanted);
-        // How many triggers move, and the first that does.
-        let mut changed = 0usize;
-        let mut first = 0usize;
-        for (i, fd) in fds.iter().enumerate() {
-            let v = u16::try_from(i).unwrap_or(u16::MAX);
-            if self.trigger(v) != *fd {
-                if changed == 0 {
-                    first = i;
-                }
-                changed += 1;
-            }
-        }
+    ) -> Result<bool> {
+        let WantedFds {
+            fds,
+            changed,
+            first,
+            off_path,
+        } = self.wanted_fds(snapshot, wanted);
         let enabled = self.enabled();
         if enabled && changed == 0 {
-            return Ok(());
+            return Ok(off_path);
         }
         let single = (enabled && changed == 1).then_some(first);
         stats.set_irqs_calls += 1;
@@ -330,7 +361,7 @@ impl VectorSet {
                 })
             }
         };
-        res.map_err(Error::SetIrqs)
+        res.map(|()| off_path).map_err(Error::SetIrqs)
     }
 
     /// Disables the index on the device (one SET_IRQS) if it is enabled.
@@ -368,8 +399,7 @@ impl VectorSet {
     /// Vectors whose route is staged or routed are left alone (KVM owns their irqfd), and so
     /// are vectors that never held a route (their irqfd was never a trigger), so the common
     /// path costs no syscall.
-    pub(crate) fn take_stranded(&self, router: &Router) -> Vec<u16> {
-        let snapshot = router.snapshot();
+    pub(crate) fn take_stranded(&self, snapshot: &RouteSnapshot) -> Vec<u16> {
         (0u16..)
             .zip(self.slots.iter())
             .filter(|(_, s)| s.route.is_some_and(|id| !on_kvm_path(snapshot.state(id))))
