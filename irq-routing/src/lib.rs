@@ -31,9 +31,11 @@
 //!   routes. At the limit, [`Router::add_msi_route`] returns
 //!   [`Error::RouteLimit`] and nothing else changes ([`Router::add_msi_routes`]
 //!   adds a device's vectors under one lock, all or none). Routes are meant to be
-//!   held lazily: add one when a vector is enabled and unmasked, remove it
-//!   when it is masked or disabled. A removed route's GSI is reused only
-//!   after the table without it is committed and its irqfd is detached.
+//!   held lazily: add one when a vector is first enabled and unmasked, and
+//!   remove it when the vector is disabled. (Whether masking also removes
+//!   the route is the owner's choice; `vmm-glue` keeps it, so a mask/unmask
+//!   cycle costs no commit.) A removed route's GSI is reused only after the
+//!   table without it is committed and its irqfd is detached.
 //! - **Failures.** If attaching vector k's irqfd fails, k's GSI is released
 //!   and k reads as [`RouteState::Userspace`]; other routes are unaffected.
 //!   If the backend refuses the table, the previous table stays in force and
