@@ -44,6 +44,42 @@ impl RestoreReport {
     }
 }
 
+/// The router's commit count and each device's SET_IRQS count when a restore step starts, to
+/// report what the step cost once it ends.
+struct CostStart {
+    commits: u64,
+    set_irqs: Vec<u64>,
+}
+
+impl CostStart {
+    fn now<'d>(
+        router: &irq_routing::Router,
+        devs: impl Iterator<Item = &'d PassthroughDevice>,
+    ) -> Self {
+        CostStart {
+            commits: router.stats().commits,
+            set_irqs: devs.map(|d| d.stats.set_irqs_calls).collect(),
+        }
+    }
+
+    /// What happened since [`CostStart::now`] to `devs` (the same devices, in order).
+    fn report(
+        self,
+        router: &irq_routing::Router,
+        devs: &[&mut PassthroughDevice],
+    ) -> RestoreReport {
+        RestoreReport {
+            devices: devs.len(),
+            gsi_routing_commits: router.stats().commits.saturating_sub(self.commits),
+            set_irqs_per_device: devs
+                .iter()
+                .zip(self.set_irqs)
+                .map(|(d, s)| d.stats.set_irqs_calls.saturating_sub(s))
+                .collect(),
+        }
+    }
+}
+
 fn mode_to_state(m: IrqMode) -> InterruptMode {
     match m {
         IrqMode::None => InterruptMode::None,
@@ -288,8 +324,7 @@ pub fn restore_all<'a>(
         }
         dev.check_state_fits(state)?;
     }
-    let before = router.stats().commits;
-    let start: Vec<u64> = pairs.iter().map(|(d, _)| d.stats.set_irqs_calls).collect();
+    let cost = CostStart::now(router, pairs.iter().map(|(d, _)| &**d));
     let mut devs: Vec<&mut PassthroughDevice> = Vec::with_capacity(pairs.len());
     let mut failed = None;
     // Whether this call's batch was the outermost one; when a caller holds a batch around
@@ -329,15 +364,7 @@ pub fn restore_all<'a>(
     if let Some(e) = failed {
         return Err(e);
     }
-    Ok(RestoreReport {
-        devices: devs.len(),
-        gsi_routing_commits: router.stats().commits.saturating_sub(before),
-        set_irqs_per_device: devs
-            .iter()
-            .zip(start)
-            .map(|(d, s)| d.stats.set_irqs_calls.saturating_sub(s))
-            .collect(),
-    })
+    Ok(cost.report(router, &devs))
 }
 
 /// A restore split around the switchover: routes, irqfds and triggers are set up from a
@@ -500,8 +527,7 @@ impl DeferredCommit<'_> {
     ) -> Result<RestoreReport> {
         let DeferredCommit { router, batch, .. } = self;
         let mut devs: Vec<&'a mut PassthroughDevice> = devices.into_iter().collect();
-        let before = router.stats().commits;
-        let start: Vec<u64> = devs.iter().map(|d| d.stats.set_irqs_calls).collect();
+        let cost = CostStart::now(router, devs.iter().map(|d| &**d));
         let ended = batch.finish();
         let mut failed = None;
         if !matches!(ended, Ok(false)) {
@@ -519,15 +545,7 @@ impl DeferredCommit<'_> {
         if let Some(e) = failed {
             return Err(e);
         }
-        Ok(RestoreReport {
-            devices: devs.len(),
-            gsi_routing_commits: router.stats().commits.saturating_sub(before),
-            set_irqs_per_device: devs
-                .iter()
-                .zip(start)
-                .map(|(d, s)| d.stats.set_irqs_calls.saturating_sub(s))
-                .collect(),
-        })
+        Ok(cost.report(router, &devs))
     }
 }
 
