@@ -39,6 +39,12 @@ pub fn config_read_u16(dev: &PassthroughDevice, offset: u16) -> u16 {
 /// Walks the standard capability list the guest sees and returns the offset of capability `id`.
 /// Stops after 48 hops so a looping list cannot hang the walk.
 pub fn find_capability(dev: &PassthroughDevice, id: u8) -> Option<u16> {
+    find_capability_where(dev, |cap_id, _| cap_id == id)
+}
+
+/// Walks the standard capability list the guest sees and returns the offset of the first
+/// capability for which `hit(id, offset)` is true, after at most 48 hops.
+fn find_capability_where(dev: &PassthroughDevice, hit: impl Fn(u8, u16) -> bool) -> Option<u16> {
     let mut b = [0u8; 1];
     dev.config_read(0x34, &mut b);
     let mut ptr = u16::from(b[0] & !3);
@@ -48,7 +54,7 @@ pub fn find_capability(dev: &PassthroughDevice, id: u8) -> Option<u16> {
         }
         let mut hdr = [0u8; 2];
         dev.config_read(ptr, &mut hdr);
-        if hdr[0] == id {
+        if hit(hdr[0], ptr) {
             return Some(ptr);
         }
         ptr = u16::from(hdr[1] & !3);
@@ -225,23 +231,10 @@ pub fn program_msix(
 /// vendor-specific capability (ID 0x09) whose signature is `migration-state`'s.
 pub fn find_notice_capability(dev: &PassthroughDevice) -> Option<u16> {
     use migration_state::notice::SIGNATURE;
-    let mut b = [0u8; 1];
-    dev.config_read(0x34, &mut b);
-    let mut ptr = u16::from(b[0] & !3);
-    for _ in 0..48 {
-        if ptr < 0x40 {
-            return None;
-        }
-        let mut hdr = [0u8; 2];
-        dev.config_read(ptr, &mut hdr);
-        if hdr[0] == pci_config::ids::CAP_VENDOR
+    find_capability_where(dev, |id, ptr| {
+        id == pci_config::ids::CAP_VENDOR
             && config_read_u32(dev, ptr + 4) == u32::from_le_bytes(SIGNATURE)
-        {
-            return Some(ptr);
-        }
-        ptr = u16::from(hdr[1] & !3);
-    }
-    None
+    })
 }
 
 /// A cooperating guest driver opts in to migration notices on `vector` (an MSI-X entry or
