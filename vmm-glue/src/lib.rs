@@ -70,6 +70,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// Lets the unit tests share the integration tests' rig (`tests/common`), which names the
+// crate `vmm_glue`.
+#[cfg(test)]
+extern crate self as vmm_glue;
+
 pub mod bars;
 pub mod config;
 pub mod device;

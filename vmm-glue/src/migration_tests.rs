@@ -10,53 +10,26 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bar_mmap::{HostResourceSpace, PageSize};
-use irq_routing::{MemoryBackend, MemoryOp, RouteState, Router, UserspaceReason};
+use irq_routing::{MemoryOp, RouteState, UserspaceReason};
 use migration_state::DeviceState;
 use vfio_core::info::CONFIG_REGION_INDEX;
-use vfio_core::sim::{MsixPlacement, RaiseOutcome, SimDevice};
+use vfio_core::sim::{RaiseOutcome, SimDevice};
 use vfio_core::VfioDevice;
 use vm_device::bus::MmioAddress;
 use vm_device::MutDeviceMmio;
 
 use crate::{
-    restore_all, scripted_guest, DeviceOptions, Error, IrqMode, PassthroughDevice, StagedRestore,
-    Strategy, VmResources,
+    restore_all, scripted_guest, Error, IrqMode, PassthroughDevice, StagedRestore, Strategy,
 };
+
+// The integration tests' rig, shared (it names this crate `vmm_glue`, see lib.rs).
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{msix_sim, placed_device, vm, Vm};
 
 const VECTORS: [u16; 2] = [4, 3];
 const EIO: i32 = libc::EIO;
-
-struct Vm {
-    backend: MemoryBackend,
-    router: Arc<Router>,
-    res: VmResources,
-}
-
-fn vm() -> Vm {
-    let backend = MemoryBackend::new();
-    let router = Arc::new(Router::new(backend.clone()).unwrap());
-    let host = HostResourceSpace::new(0xe000_0000, 0x1000_0000)
-        .unwrap()
-        .into_shared();
-    let res = VmResources::new(router.clone(), host, PageSize::SIZE_4K);
-    Vm {
-        backend,
-        router,
-        res,
-    }
-}
-
-fn sim(vectors: u16) -> Arc<SimDevice> {
-    Arc::new(
-        SimDevice::builder(0x8086, 0x154c)
-            .bar(0, pci_config::BarKind::Mem64, 0x4000, false)
-            .msi(4)
-            .msix(MsixPlacement::in_bar(vectors, 0))
-            .build()
-            .unwrap(),
-    )
-}
 
 /// A simulated device whose config writes can be made to fail (EIO).
 #[derive(Debug)]
@@ -92,46 +65,17 @@ impl VfioDevice for FlakyConfig {
 }
 
 fn device(vm: &Vm, sim: &Arc<SimDevice>, id: u32) -> PassthroughDevice {
-    device_on(vm, sim.clone(), id)
-}
-
-fn device_on(vm: &Vm, vfio: Arc<dyn VfioDevice>, id: u32) -> PassthroughDevice {
-    let opts = DeviceOptions {
-        id,
-        strategy: Strategy::PerDevice,
-        ..DeviceOptions::default()
-    };
-    let mut dev = PassthroughDevice::new(vfio, &vm.res, opts).unwrap();
-    let (mut mmio, mut pio) = (0xc000_0000u64 + u64::from(id) * 0x10_0000, 0x1000u64);
-    scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
-    dev
+    placed_device(vm, sim.clone(), id)
 }
 
 /// Saved states of devices whose guest programmed and unmasked every MSI-X vector.
 fn source_states() -> Vec<DeviceState> {
-    let src = vm();
-    VECTORS
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let s = sim(*n);
-            let mut d = device(&src, &s, i as u32);
-            scripted_guest::program_msix(&mut d, i, |_| true).unwrap();
-            d.save()
-        })
-        .collect()
+    common::programmed_states(&VECTORS)
 }
 
 /// A destination VM with fresh devices.
 fn destination() -> (Vm, Vec<Arc<SimDevice>>, Vec<PassthroughDevice>) {
-    let vm = vm();
-    let sims: Vec<_> = VECTORS.iter().map(|n| sim(*n)).collect();
-    let devs = sims
-        .iter()
-        .enumerate()
-        .map(|(i, s)| device(&vm, s, i as u32))
-        .collect();
-    (vm, sims, devs)
+    common::fresh_devices(&VECTORS)
 }
 
 fn fd(e: Option<&vmm_sys_util::eventfd::EventFd>) -> Option<RawFd> {
@@ -321,12 +265,15 @@ fn staged_commit_refused_moves_only_the_changed_vectors() {
 fn restore_all_config_write_failure_reconciles_earlier_devices() {
     let states = source_states();
     let vm = vm();
-    let sims: Vec<_> = VECTORS.iter().map(|n| sim(*n)).collect();
+    let sims: Vec<_> = VECTORS.iter().map(|n| msix_sim(*n)).collect();
     let flaky = Arc::new(FlakyConfig {
         sim: sims[1].clone(),
         fail_writes: AtomicBool::new(false),
     });
-    let mut devs = [device(&vm, &sims[0], 0), device_on(&vm, flaky.clone(), 1)];
+    let mut devs = [
+        device(&vm, &sims[0], 0),
+        placed_device(&vm, flaky.clone(), 1),
+    ];
     // Device 1's COMMAND write fails: device 0 is restored and its routes end with the batch
     // (committed, but the first irqfd attach fails), device 1 keeps its config and strategy.
     let before = devs[1].save();
@@ -367,7 +314,7 @@ fn restore_all_config_write_failure_reconciles_earlier_devices() {
 #[test]
 fn guest_message_change_with_refused_commit_rescues_the_irqfd_signal() {
     let vm = vm();
-    let s = sim(VECTORS[0]);
+    let s = msix_sim(VECTORS[0]);
     let mut d = device(&vm, &s, 0);
     let prog = scripted_guest::program_msix(&mut d, 0, |_| true).unwrap();
     assert!(matches!(
@@ -413,7 +360,7 @@ fn guest_message_change_with_refused_commit_rescues_the_irqfd_signal() {
 #[test]
 fn guest_msi_data_change_with_refused_commit_reconciles() {
     let vm = vm();
-    let s = sim(VECTORS[0]);
+    let s = msix_sim(VECTORS[0]);
     let mut d = device(&vm, &s, 0);
     let cap = scripted_guest::program_msi(&mut d, 0, 2, 0).unwrap();
     assert_eq!(d.irq_mode(), IrqMode::Msi);

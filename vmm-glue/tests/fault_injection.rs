@@ -31,14 +31,17 @@ use std::sync::Arc;
 use bar_mmap::{HostResourceSpace, PageSize};
 use irq_routing::{MemoryBackend, MemoryOp, MsiMessage, RouteState, Router};
 use vfio_core::sim::{MsixPlacement, RaiseOutcome, SimDevice};
-use vmm_glue::{
-    restore_all, scripted_guest, DeviceOptions, IrqMode, PassthroughDevice, Strategy, VmResources,
-};
+use vmm_glue::scripted_guest::{self, CAP_ID_MSI, CAP_ID_MSIX};
+use vmm_glue::{restore_all, IrqMode, PassthroughDevice, Strategy, VmResources};
 
-const CAP_ID_MSI: u8 = 0x05;
+mod common;
+
+use common::{fresh_devices, msix_sim, placed_device, programmed_states, vm, Vm};
+
 /// Vectors of the MSI-X devices.
 const MSIX_VECTORS: [u16; 2] = [4, 3];
-/// MSI vectors (multiple message enable = 2: four vectors).
+/// MSI vectors (multiple message enable = 2: four vectors; `common::msix_sim` devices have
+/// four).
 const MSI_VECTORS: u32 = 4;
 const ERRNO: i32 = libc::EIO;
 
@@ -72,49 +75,6 @@ enum Phase {
     Restore,
 }
 
-struct Vm {
-    backend: MemoryBackend,
-    router: Arc<Router>,
-    res: VmResources,
-}
-
-fn vm() -> Vm {
-    let backend = MemoryBackend::new();
-    let router = Arc::new(Router::new(backend.clone()).unwrap());
-    let host = HostResourceSpace::new(0xe000_0000, 0x1000_0000)
-        .unwrap()
-        .into_shared();
-    let res = VmResources::new(router.clone(), host, PageSize::SIZE_4K);
-    Vm {
-        backend,
-        router,
-        res,
-    }
-}
-
-fn sim(vectors: u16) -> Arc<SimDevice> {
-    Arc::new(
-        SimDevice::builder(0x8086, 0x154c)
-            .bar(0, pci_config::BarKind::Mem64, 0x4000, false)
-            .msi(MSI_VECTORS as u8)
-            .msix(MsixPlacement::in_bar(vectors, 0))
-            .build()
-            .unwrap(),
-    )
-}
-
-fn device(vm: &Vm, sim: &Arc<SimDevice>, id: u32) -> PassthroughDevice {
-    let opts = DeviceOptions {
-        id,
-        strategy: Strategy::PerDevice,
-        ..DeviceOptions::default()
-    };
-    let mut dev = PassthroughDevice::new(sim.clone(), &vm.res, opts).unwrap();
-    let (mut mmio, mut pio) = (0xc000_0000u64 + u64::from(id) * 0x10_0000, 0x1000u64);
-    scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
-    dev
-}
-
 /// One phase's world: the VM, its devices and their simulated hardware.
 struct World {
     vm: Vm,
@@ -129,8 +89,8 @@ fn prepare(phase: Phase) -> World {
     match phase {
         Phase::MsixEnable | Phase::MsiEnable => {
             let vm = vm();
-            let s = sim(MSIX_VECTORS[0]);
-            let d = device(&vm, &s, 0);
+            let s = msix_sim(MSIX_VECTORS[0]);
+            let d = placed_device(&vm, s.clone(), 0);
             World {
                 vm,
                 sims: vec![s],
@@ -139,23 +99,10 @@ fn prepare(phase: Phase) -> World {
             }
         }
         Phase::Restore => {
-            // Source VM: program both devices, save them.
-            let src = vm();
-            let mut states = Vec::new();
-            for (i, n) in MSIX_VECTORS.iter().enumerate() {
-                let s = sim(*n);
-                let mut d = device(&src, &s, i as u32);
-                scripted_guest::program_msix(&mut d, i, |_| true).unwrap();
-                states.push(d.save());
-            }
-            // Destination VM: fresh devices, nothing enabled yet.
-            let vm = vm();
-            let sims: Vec<_> = MSIX_VECTORS.iter().map(|n| sim(*n)).collect();
-            let devs = sims
-                .iter()
-                .enumerate()
-                .map(|(i, s)| device(&vm, s, i as u32))
-                .collect();
+            // Source VM: program both devices, save them; destination VM: fresh devices,
+            // nothing enabled yet.
+            let states = programmed_states(&MSIX_VECTORS);
+            let (vm, sims, devs) = fresh_devices(&MSIX_VECTORS);
             World {
                 vm,
                 sims,
@@ -166,22 +113,11 @@ fn prepare(phase: Phase) -> World {
     }
 }
 
-/// Enables MSI on `dev` the way a guest driver does: message address and data first, then
-/// Multiple Message Enable and MSI Enable in one control write.
+/// Enables MSI on `dev` (device 0's message, all four vectors unmasked) the way a guest
+/// driver does: message address and data first, then Multiple Message Enable and MSI Enable
+/// in one control write.
 fn guest_enable_msi(dev: &mut PassthroughDevice) {
-    let cap = scripted_guest::find_capability(dev, CAP_ID_MSI).expect("MSI capability");
-    let ctrl = scripted_guest::config_read_u16(dev, cap + 2);
-    let is64 = ctrl & 0x80 != 0;
-    let (addr, data) = scripted_guest::message_for(0, 0);
-    dev.config_write(cap + 4, &(addr as u32).to_le_bytes());
-    let data_off = if is64 {
-        dev.config_write(cap + 8, &((addr >> 32) as u32).to_le_bytes());
-        cap + 12
-    } else {
-        cap + 8
-    };
-    dev.config_write(data_off, &(data as u16).to_le_bytes());
-    dev.config_write(cap + 2, &((ctrl & !0x70) | (2 << 4) | 1).to_le_bytes());
+    scripted_guest::program_msi(dev, 0, 2, 0).expect("MSI capability");
 }
 
 fn guest_disable_msi(dev: &mut PassthroughDevice) {
@@ -191,7 +127,7 @@ fn guest_disable_msi(dev: &mut PassthroughDevice) {
 }
 
 fn msix_cap(dev: &PassthroughDevice) -> u16 {
-    scripted_guest::find_capability(dev, 0x11).expect("MSI-X capability")
+    scripted_guest::find_capability(dev, CAP_ID_MSIX).expect("MSI-X capability")
 }
 
 /// Runs the phase's action once. Returns the restore error, if any (guest writes cannot fail).
@@ -819,7 +755,7 @@ fn kvm_route_limit_over_4096_vectors() {
                 .build()
                 .unwrap(),
         );
-        let mut d = device(&w_vm, &s, i as u32);
+        let mut d = placed_device(&w_vm, s.clone(), i as u32);
         let commits_before = router.stats().commits;
         assert_eq!(program_msix_all_at_once(&mut d, i), *n);
         let commits = router.stats().commits - commits_before;
