@@ -50,24 +50,8 @@ fn eight_vfs_restore_with_one_routing_commit() {
         return;
     };
     let router = Arc::new(Router::new(KvmBackend::new(vmfd).unwrap()).unwrap());
-    let res = vm(router.clone());
-    let sims: Vec<_> = (0..VFS).map(|_| vf()).collect();
-    let mut devs: Vec<PassthroughDevice> = sims
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let opts = DeviceOptions {
-                id: i as u32,
-                strategy: Strategy::PerDevice,
-                ..DeviceOptions::default()
-            };
-            PassthroughDevice::new(s.clone(), &res, opts).unwrap()
-        })
-        .collect();
-    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
-    for (i, d) in devs.iter_mut().enumerate() {
-        scripted_guest::place_bars(d, &mut mmio, &mut pio, false);
-        let prog = scripted_guest::program_msix(d, i, unmask).unwrap();
+    let (_sims, mut devs) = devices(&router);
+    for prog in guest_programs(&mut devs) {
         assert_eq!(prog.vectors, VECTORS);
     }
     // Lazy rule: the masked vector holds no route.
@@ -81,19 +65,7 @@ fn eight_vfs_restore_with_one_routing_commit() {
         return;
     };
     let router2 = Arc::new(Router::new(KvmBackend::new(vmfd2).unwrap()).unwrap());
-    let res2 = vm(router2.clone());
-    let sims2: Vec<_> = (0..VFS).map(|_| vf()).collect();
-    let mut devs2: Vec<PassthroughDevice> = sims2
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let opts = DeviceOptions {
-                id: i as u32,
-                ..DeviceOptions::default()
-            };
-            PassthroughDevice::new(s.clone(), &res2, opts).unwrap()
-        })
-        .collect();
+    let (sims2, mut devs2) = devices(&router2);
     let before_set_irqs: Vec<u64> = sims2.iter().map(|s| s.counters().set_irqs).collect();
     assert_eq!(router2.stats().commits, 0);
 
@@ -159,6 +131,7 @@ fn eight_vfs_restore_with_one_routing_commit() {
     assert!(dev.msix_route(masked).is_none());
 }
 
+/// `VFS` fresh devices (default options: per-device strategy) in the VM of `router`.
 fn devices(router: &Arc<Router>) -> (Vec<Arc<SimDevice>>, Vec<PassthroughDevice>) {
     let res = vm(router.clone());
     let sims: Vec<_> = (0..VFS).map(|_| vf()).collect();
@@ -188,11 +161,7 @@ fn staged_switchover_defers_the_routing_commit_past_the_resume() {
     };
     let src = Arc::new(Router::new(KvmBackend::new(vmfd).unwrap()).unwrap());
     let (_src_sims, mut src_devs) = devices(&src);
-    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
-    for (i, d) in src_devs.iter_mut().enumerate() {
-        scripted_guest::place_bars(d, &mut mmio, &mut pio, false);
-        scripted_guest::program_msix(d, i, unmask).unwrap();
-    }
+    guest_programs(&mut src_devs);
     let precopy: Vec<_> = src_devs.iter().map(|d| d.save()).collect();
     let mut last = precopy.clone();
     for s in &mut last {
@@ -253,4 +222,17 @@ fn staged_switchover_defers_the_routing_commit_past_the_resume() {
         router.committed_table().len(),
         VFS * (usize::from(VECTORS) - 1)
     );
+}
+
+/// The guest places every device's BARs one after the other and programs MSI-X with every
+/// vector but 7 unmasked.
+fn guest_programs(devs: &mut [PassthroughDevice]) -> Vec<scripted_guest::MsixProgram> {
+    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
+    devs.iter_mut()
+        .enumerate()
+        .map(|(i, d)| {
+            scripted_guest::place_bars(d, &mut mmio, &mut pio, false);
+            scripted_guest::program_msix(d, i, unmask).unwrap()
+        })
+        .collect()
 }
