@@ -160,6 +160,35 @@ fn check_pointer(kind: CapabilityKind, from: u16, to: u16, lo: usize, hi: usize)
     Ok(())
 }
 
+/// Marks the capability at `ptr` (reached from `from`) visited; a second visit is a loop.
+fn mark_visited(visited: &mut [bool], kind: CapabilityKind, from: u16, ptr: u16) -> Result<()> {
+    let seen = visited
+        .get_mut(usize::from(ptr) / 4)
+        .ok_or(Error::PointerPastEnd {
+            kind,
+            from,
+            to: ptr,
+        })?;
+    if *seen {
+        return Err(Error::CapabilityLoop { kind, offset: ptr });
+    }
+    *seen = true;
+    Ok(())
+}
+
+/// Checks that the `len` bytes of the capability at `ptr` (reached from `from`) end within
+/// the first `end` bytes of config space.
+fn check_fits(kind: CapabilityKind, from: u16, ptr: u16, len: u16, end: usize) -> Result<()> {
+    if usize::from(ptr) + usize::from(len) > end {
+        return Err(Error::PointerPastEnd {
+            kind,
+            from,
+            to: ptr,
+        });
+    }
+    Ok(())
+}
+
 impl ConfigSpace {
     /// The standard capability chain, in chain order, validated.
     ///
@@ -179,25 +208,11 @@ impl ConfigSpace {
         while ptr != 0 {
             check_pointer(kind, from, ptr, regs::HEADER_END, regs::CONVENTIONAL_SIZE)?;
             let off = usize::from(ptr);
-            let seen = visited.get_mut(off / 4).ok_or(Error::PointerPastEnd {
-                kind,
-                from,
-                to: ptr,
-            })?;
-            if *seen {
-                return Err(Error::CapabilityLoop { kind, offset: ptr });
-            }
-            *seen = true;
+            mark_visited(&mut visited, kind, from, ptr)?;
             let id = self.read_u8(off)?;
             let next = u16::from(self.read_u8(off + 1)?);
             let len = standard_len(self, off, id);
-            if off + usize::from(len) > regs::CONVENTIONAL_SIZE {
-                return Err(Error::PointerPastEnd {
-                    kind,
-                    from,
-                    to: ptr,
-                });
-            }
+            check_fits(kind, from, ptr, len, regs::CONVENTIONAL_SIZE)?;
             caps.push(Capability {
                 kind,
                 offset: ptr,
@@ -233,25 +248,11 @@ impl ConfigSpace {
             if header == 0 || header == u32::MAX {
                 break;
             }
-            let seen = visited.get_mut(off / 4).ok_or(Error::PointerPastEnd {
-                kind,
-                from,
-                to: ptr,
-            })?;
-            if *seen {
-                return Err(Error::CapabilityLoop { kind, offset: ptr });
-            }
-            *seen = true;
+            mark_visited(&mut visited, kind, from, ptr)?;
             let id = (header & 0xffff) as u16;
             let next = (header >> 20) as u16;
             let len = extended_len(self, off, id);
-            if off + usize::from(len) > regs::EXTENDED_SIZE {
-                return Err(Error::PointerPastEnd {
-                    kind,
-                    from,
-                    to: ptr,
-                });
-            }
+            check_fits(kind, from, ptr, len, regs::EXTENDED_SIZE)?;
             caps.push(Capability {
                 kind,
                 offset: ptr,
