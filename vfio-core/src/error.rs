@@ -96,6 +96,37 @@ impl Error {
     }
 }
 
+#[cfg(any(feature = "kernel", feature = "sim"))]
+impl Error {
+    /// [`Error::RegionRead`] of `len` bytes at `offset` of region `index`, from its errno.
+    pub(crate) fn region_read(
+        index: u32,
+        offset: u64,
+        len: usize,
+    ) -> impl Fn(io::Error) -> Error + Copy {
+        move |source| Error::RegionRead {
+            index,
+            offset,
+            len,
+            source,
+        }
+    }
+
+    /// [`Error::RegionWrite`] of `len` bytes at `offset` of region `index`, from its errno.
+    pub(crate) fn region_write(
+        index: u32,
+        offset: u64,
+        len: usize,
+    ) -> impl Fn(io::Error) -> Error + Copy {
+        move |source| Error::RegionWrite {
+            index,
+            offset,
+            len,
+            source,
+        }
+    }
+}
+
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 

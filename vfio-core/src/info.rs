@@ -140,6 +140,24 @@ impl DeviceInfo {
         self.regions.get(index as usize).and_then(Option::as_ref)
     }
 
+    /// The region at `index` if the `len` bytes at `offset` lie inside it; EINVAL, as the
+    /// kernel answers, for a missing region or an access past its end.
+    #[cfg(any(feature = "kernel", feature = "sim"))]
+    pub(crate) fn region_for_access(
+        &self,
+        index: u32,
+        offset: u64,
+        len: usize,
+    ) -> std::io::Result<&RegionInfo> {
+        let region = self
+            .region(index)
+            .ok_or_else(|| crate::error::errno(libc::EINVAL))?;
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= region.size => Ok(region),
+            _ => Err(crate::error::errno(libc::EINVAL)),
+        }
+    }
+
     /// The irq index `index`, if the device has it.
     pub fn irq(&self, index: u32) -> Option<&IrqInfo> {
         self.irqs.get(index as usize).and_then(Option::as_ref)

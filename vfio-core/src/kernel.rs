@@ -108,15 +108,6 @@ impl KernelDevice {
         &self.inner
     }
 
-    fn region_bounds(&self, index: u32, offset: u64, len: usize) -> io::Result<&RegionInfo> {
-        let region = self.info.region(index).ok_or_else(|| errno(libc::EINVAL))?;
-        let end = offset.checked_add(len as u64);
-        match end {
-            Some(end) if end <= region.size => Ok(region),
-            _ => Err(errno(libc::EINVAL)),
-        }
-    }
-
     fn feature(&self, flags: u32, payload: &[u8]) -> io::Result<Vec<u8>> {
         let mut arg = encode_feature(flags, payload);
         ioctl::device_feature(&self.fd, &mut arg)?;
@@ -163,35 +154,21 @@ impl VfioDevice for KernelDevice {
     }
 
     fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let err = |source| Error::RegionRead {
-            index,
-            offset,
-            len: buf.len(),
-            source,
-        };
+        let err = Error::region_read(index, offset, buf.len());
         let base = self
-            .region_bounds(index, offset, buf.len())
+            .info
+            .region_for_access(index, offset, buf.len())
             .map_err(err)?
             .offset;
-        let len = buf.len();
-        self.fd
-            .read_exact_at(buf, base + offset)
-            .map_err(|source| Error::RegionRead {
-                index,
-                offset,
-                len,
-                source,
-            })
+        self.fd.read_exact_at(buf, base + offset).map_err(err)
     }
 
     fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
-        let err = |source| Error::RegionWrite {
-            index,
-            offset,
-            len: data.len(),
-            source,
-        };
-        let region = self.region_bounds(index, offset, data.len()).map_err(err)?;
+        let err = Error::region_write(index, offset, data.len());
+        let region = self
+            .info
+            .region_for_access(index, offset, data.len())
+            .map_err(err)?;
         if !region.flags.contains(RegionFlags::WRITE) {
             return Err(err(errno(libc::EINVAL)));
         }

@@ -489,14 +489,6 @@ impl SimDevice {
             });
         }
     }
-
-    fn check_region(&self, index: u32, offset: u64, len: usize) -> std::io::Result<&RegionInfo> {
-        let region = self.info.region(index).ok_or_else(|| errno(libc::EINVAL))?;
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= region.size => Ok(region),
-            _ => Err(errno(libc::EINVAL)),
-        }
-    }
 }
 
 /// The parts of `0..size` outside the page-aligned `holes` (offset, len).
@@ -533,13 +525,10 @@ impl VfioDevice for SimDevice {
 
     fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
         let len = buf.len();
-        let err = |source| Error::RegionRead {
-            index,
-            offset,
-            len,
-            source,
-        };
-        self.check_region(index, offset, len).map_err(err)?;
+        let err = Error::region_read(index, offset, len);
+        self.info
+            .region_for_access(index, offset, len)
+            .map_err(err)?;
         let s = &mut *self.lock();
         s.counters.region_reads += 1;
         if index == CONFIG_REGION_INDEX {
@@ -567,13 +556,10 @@ impl VfioDevice for SimDevice {
     }
 
     fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
-        let err = |source| Error::RegionWrite {
-            index,
-            offset,
-            len: data.len(),
-            source,
-        };
-        self.check_region(index, offset, data.len()).map_err(err)?;
+        let err = Error::region_write(index, offset, data.len());
+        self.info
+            .region_for_access(index, offset, data.len())
+            .map_err(err)?;
         let s = &mut *self.lock();
         s.counters.region_writes += 1;
         if index == CONFIG_REGION_INDEX {
