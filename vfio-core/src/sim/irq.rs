@@ -328,15 +328,7 @@ impl IrqState {
             return Err(set_err(INTX_IRQ_INDEX, libc::EINVAL));
         }
         if data == b::VFIO_IRQ_SET_DATA_EVENTFD {
-            let fd = Self::fds(set).first().copied().unwrap_or(-1);
-            let trigger = if fd >= 0 {
-                Some(Trigger::bind(fd).map_err(|source| Error::SetIrqs {
-                    index: INTX_IRQ_INDEX,
-                    source,
-                })?)
-            } else {
-                None
-            };
+            let trigger = Self::intx_eventfd(set)?;
             if !is_this {
                 self.active = Some(INTX_IRQ_INDEX);
                 self.intx_masked = virq_disabled;
@@ -364,6 +356,20 @@ impl IrqState {
         Ok(())
     }
 
+    /// The eventfd of an INTx DATA_EVENTFD set (its single fd): bound when the fd is >= 0,
+    /// none for -1.
+    fn intx_eventfd(set: &IrqSet) -> Result<Option<Trigger>> {
+        let fd = Self::fds(set).first().copied().unwrap_or(-1);
+        if fd < 0 {
+            return Ok(None);
+        }
+        let trigger = Trigger::bind(fd).map_err(|source| Error::SetIrqs {
+            index: INTX_IRQ_INDEX,
+            source,
+        })?;
+        Ok(Some(trigger))
+    }
+
     fn intx_disable(&mut self, c: &mut SimCounters) {
         self.intx = None;
         self.intx_unmask = None;
@@ -387,15 +393,7 @@ impl IrqState {
             IrqData::None => true,
             IrqData::Eventfds(_) if mask => return Err(set_err(INTX_IRQ_INDEX, libc::ENOTTY)),
             IrqData::Eventfds(_) => {
-                let fd = Self::fds(set).first().copied().unwrap_or(-1);
-                self.intx_unmask = if fd >= 0 {
-                    Some(Trigger::bind(fd).map_err(|source| Error::SetIrqs {
-                        index: INTX_IRQ_INDEX,
-                        source,
-                    })?)
-                } else {
-                    None
-                };
+                self.intx_unmask = Self::intx_eventfd(set)?;
                 return Ok(());
             }
         };
