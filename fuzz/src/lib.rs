@@ -12,6 +12,7 @@ pub mod config_ops;
 pub mod lspci_ops;
 pub mod migration_ops;
 pub mod msix_ops;
+pub mod passthrough_ops;
 
 /// A cursor over fuzzer input. Every read returns `None` once the bytes run out, which ends
 /// the target's operation loop.

@@ -37,6 +37,11 @@ fn msix_mmio_corpus() {
 }
 
 #[test]
+fn passthrough_mmio_corpus() {
+    assert!(replay("passthrough_mmio", passthrough_fuzz::passthrough_ops::run) >= 8);
+}
+
+#[test]
 fn migration_stream_corpus() {
     assert!(replay("migration_stream", passthrough_fuzz::migration_ops::run) >= 4);
 }

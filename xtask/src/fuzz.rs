@@ -20,6 +20,9 @@ use std::process::{Command, Stdio};
 pub const USAGE: &str = "
   fuzz --list                      list the fuzz targets
   fuzz seed                        regenerate the generated seed files under fuzz/corpus/
+  fuzz promote TARGET|all          copy into fuzz/corpus/TARGET/ (as unit-SHA1) the fewest
+                                   units of fuzz/corpus-run/TARGET/ that reach edges the
+                                   committed corpus does not
   fuzz TARGET|all [options] [-- LIBFUZZER_ARGS...]
       --seconds S                  run each target for S seconds (default 60)
       --runs N                     stop each target after N executions instead
@@ -74,6 +77,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
             return Ok(());
         }
         Some("seed") => return seed(&fuzz_dir),
+        Some("promote") => {
+            let opts = parse(args.get(1..).unwrap_or_default(), &all)?;
+            build(&fuzz_dir, &opts)?;
+            for target in &opts.targets {
+                let n = promote(&fuzz_dir, &opts, target)?;
+                eprintln!("{target}: {n} unit(s) promoted to fuzz/corpus/{target}/");
+            }
+            return Ok(());
+        }
         None => return Err(format!("fuzz: missing TARGET{USAGE}")),
         _ => {}
     }
@@ -441,4 +453,52 @@ fn seed(fuzz_dir: &Path) -> Result<(), String> {
     } else {
         Err(format!("seed-corpus failed: {status}"))
     }
+}
+
+/// Copies into the committed corpus the units of the scratch corpus that reach coverage edges
+/// the committed corpus does not: libFuzzer's set-cover merge on edges only (no hit counters),
+/// into a directory that starts with the committed corpus. Returns how many were copied.
+fn promote(fuzz_dir: &Path, opts: &Options, target: &str) -> Result<usize, String> {
+    let committed = fuzz_dir.join("corpus").join(target);
+    let scratch = fuzz_dir.join("corpus-run").join(target);
+    let work = fuzz_dir.join("target").join("promote").join(target);
+    if work.exists() {
+        fs::remove_dir_all(&work).map_err(|e| format!("cannot clean {}: {e}", work.display()))?;
+    }
+    fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    copy_flat(&committed, &work)?;
+    let before: BTreeSet<_> = fs::read_dir(&work)
+        .map_err(|e| format!("cannot list {}: {e}", work.display()))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let bin = binary(fuzz_dir, opts, target)?;
+    let status = Command::new(&bin)
+        .arg("-merge=1")
+        .arg("-set_cover_merge=1")
+        .arg("-use_counters=0")
+        .arg(&work)
+        .arg(&scratch)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    if !status.success() {
+        return Err(format!("{target}: merge failed: {status}"));
+    }
+    let mut n = 0;
+    for e in fs::read_dir(&work)
+        .map_err(|e| format!("cannot list {}: {e}", work.display()))?
+        .flatten()
+    {
+        let name = e.file_name();
+        if before.contains(&name) {
+            continue;
+        }
+        let dest = committed.join(format!("unit-{}", name.to_string_lossy()));
+        fs::copy(e.path(), &dest)
+            .map_err(|err| format!("cannot copy to {}: {err}", dest.display()))?;
+        n += 1;
+    }
+    Ok(n)
 }

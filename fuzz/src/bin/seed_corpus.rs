@@ -12,7 +12,7 @@ use migration_state::{
     BarKind as SavedBarKind, BarState, ConfigState, DeviceState, FormatVersion, InterruptMode,
     MsiState, MsixEntry, MsixState, NoticeState,
 };
-use passthrough_fuzz::{config_ops, msix_ops, FIXTURES};
+use passthrough_fuzz::{config_ops, msix_ops, passthrough_ops, FIXTURES};
 
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) -> Result<(), String> {
     let d = dir.join(target);
@@ -312,6 +312,317 @@ fn msix_seeds(dir: &Path) -> Result<usize, String> {
     Ok(n)
 }
 
+fn passthrough_seeds(dir: &Path) -> Result<usize, String> {
+    use passthrough_ops::{Base, Op, Setup};
+    let table_rw = vec![
+        Op::TableRead {
+            vector: 0,
+            dword: 0,
+            qword: true,
+        },
+        Op::TableRead {
+            vector: 0,
+            dword: 2,
+            qword: false,
+        },
+        Op::TableWrite {
+            vector: 0,
+            dword: 2,
+            qword: false,
+            value: 0x4055,
+        },
+        Op::TableWrite {
+            vector: 0,
+            dword: 0,
+            qword: true,
+            value: 0xfee0_3000,
+        },
+        Op::TableWrite {
+            vector: 0,
+            dword: 3,
+            qword: false,
+            value: 1,
+        },
+        Op::TableWrite {
+            vector: 0,
+            dword: 3,
+            qword: false,
+            value: 0xffff_fffe,
+        },
+        Op::TableWrite {
+            vector: 0,
+            dword: 1,
+            qword: true,
+            value: u64::MAX,
+        },
+        Op::MmioWrite {
+            base: Base::Table,
+            offset: 2,
+            data: vec![0xaa; 2],
+        },
+        Op::MmioWrite {
+            base: Base::Table,
+            offset: -4,
+            data: vec![0xbb; 8],
+        },
+        Op::MmioRead {
+            base: Base::Table,
+            offset: -4,
+            len: 8,
+        },
+        Op::MmioRead {
+            base: Base::Table,
+            offset: 12,
+            len: 16,
+        },
+        Op::MmioRead {
+            base: Base::Pba,
+            offset: 0,
+            len: 8,
+        },
+        Op::MmioRead {
+            base: Base::Pba,
+            offset: 4,
+            len: 4,
+        },
+        Op::MmioWrite {
+            base: Base::Pba,
+            offset: 0,
+            data: vec![0xff; 8],
+        },
+        Op::MmioRead {
+            base: Base::Pba,
+            offset: -2,
+            len: 4,
+        },
+    ];
+    let raise = vec![
+        Op::DeviceRaise(0),
+        Op::DeviceRaise(1),
+        Op::VmmRaise(0),
+        Op::TableWrite {
+            vector: 1,
+            dword: 3,
+            qword: false,
+            value: 1,
+        },
+        Op::DeviceRaise(1),
+        Op::VmmRaise(1),
+        Op::Poll,
+        Op::MmioRead {
+            base: Base::Pba,
+            offset: 0,
+            len: 8,
+        },
+        Op::TableWrite {
+            vector: 1,
+            dword: 3,
+            qword: false,
+            value: 0,
+        },
+        Op::MmioRead {
+            base: Base::Pba,
+            offset: 0,
+            len: 8,
+        },
+        Op::DeviceRaise(70),
+        Op::VmmRaise(0xffff),
+    ];
+    let control = vec![
+        Op::MsixControl(0xc000),
+        Op::DeviceRaise(0),
+        Op::MsixControl(0x8000),
+        Op::MsixControl(0),
+        Op::DeviceRaise(0),
+        Op::MsiWrite {
+            reg: 4,
+            data: 0xfee0_0000u32.to_le_bytes().to_vec(),
+        },
+        Op::MsiWrite {
+            reg: 2,
+            data: vec![0x21, 0],
+        },
+        Op::VmmRaise(1),
+        Op::MsixControl(0x8000),
+        Op::MsiWrite {
+            reg: 2,
+            data: vec![0, 0],
+        },
+        Op::MsixControl(0x8000),
+        Op::ConfigWrite {
+            offset: 0x04,
+            data: vec![0x06, 0x04],
+        },
+        Op::MsixControl(0),
+    ];
+    let bars = vec![
+        Op::MmioWrite {
+            base: Base::Bar2,
+            offset: 0x10,
+            data: 0x1234_5678u32.to_le_bytes().to_vec(),
+        },
+        Op::MmioRead {
+            base: Base::Bar2,
+            offset: 0x10,
+            len: 4,
+        },
+        Op::MmioWrite {
+            base: Base::Bar0,
+            offset: 0x3ffe,
+            data: vec![1, 2, 3, 4],
+        },
+        Op::MmioRead {
+            base: Base::Bar0,
+            offset: 0x3ff8,
+            len: 8,
+        },
+        Op::MoveBar {
+            bar: 1,
+            address: 0xc000_0000,
+        },
+        Op::MmioRead {
+            base: Base::Table,
+            offset: 0,
+            len: 4,
+        },
+        Op::ConfigWrite {
+            offset: 0x04,
+            data: vec![0, 0],
+        },
+        Op::MmioRead {
+            base: Base::Table,
+            offset: 0,
+            len: 4,
+        },
+        Op::ConfigWrite {
+            offset: 0x04,
+            data: vec![0x06, 0],
+        },
+        Op::MoveBar {
+            bar: 1,
+            address: 0xc001_0000,
+        },
+        Op::MoveBar {
+            bar: 0,
+            address: u32::MAX,
+        },
+        Op::MmioRead {
+            base: Base::Bar2,
+            offset: 0,
+            len: 16,
+        },
+        Op::ConfigWrite {
+            offset: 0x11,
+            data: vec![0xff; 3],
+        },
+    ];
+    let faults = vec![
+        Op::TableWrite {
+            vector: 0,
+            dword: 3,
+            qword: false,
+            value: 1,
+        },
+        Op::Fault { op: 0, k: 1 },
+        Op::TableWrite {
+            vector: 0,
+            dword: 3,
+            qword: false,
+            value: 0,
+        },
+        Op::DeviceRaise(0),
+        Op::Fault { op: 1, k: 1 },
+        Op::MsixControl(0),
+        Op::MsixControl(0x8000),
+        Op::DeviceRaise(0),
+        Op::Fault { op: 2, k: 1 },
+        Op::MsixControl(0),
+        Op::MsixControl(0x8000),
+        Op::VmmRaise(0),
+    ];
+    let scenarios: [(&str, &[Op]); 5] = [
+        ("table-rw", &table_rw),
+        ("raise", &raise),
+        ("control", &control),
+        ("bars", &bars),
+        ("faults", &faults),
+    ];
+    let mut n = 0;
+    for layout in 0..4u8 {
+        for (vectors, unmask) in [(1u16, 0u8), (4, 2), (65, 3)] {
+            let setup = Setup {
+                layout,
+                msi: layout % 2 == 0,
+                strategy: (layout + unmask) % 4,
+                sub_page_mmap: layout != 2,
+                pack: vectors == 4,
+                vectors,
+                place: true,
+                program: true,
+                unmask,
+            };
+            for (name, ops) in &scenarios {
+                let mut bytes = Vec::new();
+                setup.encode(&mut bytes);
+                for op in *ops {
+                    op.encode(&mut bytes);
+                }
+                write(
+                    dir,
+                    "passthrough_mmio",
+                    &format!("layout{layout}-{vectors}v-{name}"),
+                    &bytes,
+                )?;
+                n += 1;
+            }
+        }
+    }
+    // A guest that programs MSI-X itself, through the ops.
+    let mut bytes = Vec::new();
+    Setup {
+        layout: 0,
+        msi: true,
+        strategy: 1,
+        sub_page_mmap: false,
+        pack: false,
+        vectors: 2,
+        place: true,
+        program: false,
+        unmask: 1,
+    }
+    .encode(&mut bytes);
+    let by_hand = [
+        Op::MsixControl(0xc000),
+        Op::TableWrite {
+            vector: 0,
+            dword: 0,
+            qword: true,
+            value: 0xfee0_1000,
+        },
+        Op::TableWrite {
+            vector: 0,
+            dword: 2,
+            qword: true,
+            value: 0x4021,
+        },
+        Op::MsixControl(0x8000),
+        Op::TableWrite {
+            vector: 1,
+            dword: 3,
+            qword: false,
+            value: 0,
+        },
+        Op::DeviceRaise(0),
+        Op::DeviceRaise(1),
+        Op::Poll,
+    ];
+    for op in &by_hand {
+        op.encode(&mut bytes);
+    }
+    write(dir, "passthrough_mmio", "guest-programs", &bytes)?;
+    Ok(n + 1)
+}
+
 fn states() -> Vec<(&'static str, DeviceState)> {
     let mut config = ConfigState::zeroed();
     if let Some((_, text)) = FIXTURES.get(3) {
@@ -463,9 +774,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let dir = Path::new(&dir);
-    let steps: [(&str, SeedStep); 4] = [
+    let steps: [(&str, SeedStep); 5] = [
         ("config_space", config_seeds),
         ("msix_mmio", msix_seeds),
+        ("passthrough_mmio", passthrough_seeds),
         ("migration_stream", migration_seeds),
         ("lspci_dump", lspci_seeds),
     ];
