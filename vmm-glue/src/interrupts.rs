@@ -22,7 +22,7 @@ use std::os::fd::AsRawFd;
 
 use crate::irq_mode::{resolve_mode, IrqMode, ModeBits};
 use crate::msix::VectorChange;
-use crate::vectors::{valid, Delivery, Wanted};
+use crate::vectors::{Delivery, Wanted};
 use crate::PassthroughDevice;
 
 impl PassthroughDevice {
@@ -279,11 +279,8 @@ impl PassthroughDevice {
                         self.stats.device_access_errors += 1;
                     }
                 }
-                Delivery::Userspace(m) => {
-                    if valid(&m) {
-                        self.userspace_msgs.push(m);
-                    }
-                }
+                Delivery::Userspace(m) => self.userspace_msgs.push(m),
+                Delivery::Unprogrammed => self.stats.unprogrammed_dropped += 1,
             }
         }
     }
@@ -333,6 +330,7 @@ impl PassthroughDevice {
                     vs.kick_irqfd(v);
                 }
                 Delivery::Userspace(m) => self.userspace_msgs.push(m),
+                Delivery::Unprogrammed => self.stats.unprogrammed_dropped += 1,
             }
         }
         fired

@@ -12,7 +12,7 @@
 //!   MSI-X. The Pending Bits register is read-only to the guest.
 
 use crate::irq_mode::IrqMode;
-use crate::vectors::{valid, Delivery, Wanted};
+use crate::vectors::{Delivery, Wanted};
 use crate::PassthroughDevice;
 
 /// What [`PassthroughDevice::raise_vector`] did.
@@ -94,11 +94,8 @@ impl PassthroughDevice {
                     self.stats.device_access_errors += 1;
                 }
             }
-            Delivery::Userspace(m) => {
-                if valid(&m) {
-                    self.userspace_msgs.push(m);
-                }
-            }
+            Delivery::Userspace(m) => self.userspace_msgs.push(m),
+            Delivery::Unprogrammed => self.stats.unprogrammed_dropped += 1,
         }
     }
 

@@ -29,4 +29,7 @@ pub struct DeviceStats {
     /// commit, a failed irqfd attach) after its trigger had been pointed there: no GSI would
     /// have injected them, so they were delivered through userspace (or set the pending bit).
     pub stranded_signals: u64,
+    /// Interrupts dropped because the vector's message has address 0 (the guest never
+    /// programmed it): no MSI to inject, on any delivery path.
+    pub unprogrammed_dropped: u64,
 }

@@ -124,6 +124,9 @@ pub(crate) enum Delivery {
     Kvm,
     /// No KVM route: the VMM injects this message itself.
     Userspace(MsiMessage),
+    /// The vector's message is not one KVM could route (address 0: never programmed), so
+    /// there is nothing to inject.
+    Unprogrammed,
 }
 
 /// The vectors of one MSI or MSI-X index.
@@ -383,9 +386,12 @@ impl VectorSet {
     }
 
     /// How `vector` must be delivered now that it is unmasked: through its irqfd only when
-    /// that injects `msg` (not while an update of its route waits for a commit).
+    /// that injects `msg` (not while an update of its route waits for a commit); nowhere when
+    /// `msg` was never programmed. Every delivery path asks this, so they all agree.
     pub(crate) fn delivery(&self, router: &Router, vector: u16, msg: MsiMessage) -> Delivery {
-        if self.irqfd_delivers(router, vector, &msg) {
+        if !valid(&msg) {
+            Delivery::Unprogrammed
+        } else if self.irqfd_delivers(router, vector, &msg) {
             Delivery::Kvm
         } else {
             Delivery::Userspace(msg)

@@ -192,3 +192,33 @@ fn bar_moved_onto_another_devices_page_traps_both_until_it_leaves() {
     b.config_write(0x10, &0xc000_2000u32.to_le_bytes());
     assert!(a.is_bar_mapped(0) && b.is_bar_mapped(0));
 }
+
+#[test]
+fn an_unmasked_vector_the_guest_never_programmed_injects_nothing() {
+    let vm = vm();
+    let sim = msix_sim(2);
+    let mut dev = device(&vm, &sim, 0, Strategy::PerDevice);
+    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
+    scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
+    let prog = scripted_guest::program_msix(&mut dev, 0, |v| v == 0).unwrap();
+    let bar = dev.bar_address(0).unwrap();
+    let entry1 = prog.table_address - bar + 16;
+    // The guest clears vector 1's address, then unmasks it: a message KVM cannot route.
+    dev.mmio_write(MmioAddress(bar), entry1, &[0; 8]);
+    dev.mmio_write(MmioAddress(bar), entry1 + 12, &0u32.to_le_bytes());
+    assert!(dev.msix_route(1).is_none(), "vector 1 holds no route");
+    let routes = vm.router.committed_table().len();
+
+    // Device-side raise, seen by the VMM's poll: nothing to inject, counted.
+    sim.raise(1);
+    assert_eq!(dev.poll_userspace_interrupts(), 1);
+    assert!(dev.take_userspace_messages().is_empty());
+    assert_eq!(dev.stats().unprogrammed_dropped, 1);
+    // VMM-side raise takes the same decision.
+    dev.raise_vector(1);
+    assert!(dev.take_userspace_messages().is_empty());
+    assert_eq!(dev.stats().unprogrammed_dropped, 2);
+    // Vector 0 still delivers through KVM, and nothing was routed for vector 1.
+    assert!(dev.msix_route(0).is_some());
+    assert_eq!(vm.router.committed_table().len(), routes);
+}

@@ -631,12 +631,16 @@ impl Rig {
             );
         }
 
-        // Messages the VMM must inject: in MSI-X mode, each is the current message of an
-        // unmasked vector. (Not checked: that the message is routable. A device-side raise of
-        // an unmasked vector whose address is 0 is queued by `poll_userspace_interrupts`,
-        // while `raise_vector` and the deliveries on unmask drop such messages: a vmm-glue
-        // inconsistency found by this target and reported, not fixed here.)
+        // Messages the VMM must inject: every one is routable (address 0 means never
+        // programmed, and no delivery path queues it), and in MSI-X mode each is the current
+        // message of an unmasked vector.
         let messages = self.dev.take_userspace_messages();
+        for m in &messages {
+            assert_ne!(
+                m.address, 0,
+                "{op:?}: userspace message {m:?} has no address"
+            );
+        }
         if msix {
             for m in messages {
                 let known =
