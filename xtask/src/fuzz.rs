@@ -473,7 +473,13 @@ fn promote(fuzz_dir: &Path, opts: &Options, target: &str) -> Result<usize, Strin
         .map(|e| e.file_name())
         .collect();
     let bin = binary(fuzz_dir, opts, target)?;
+    // Inputs that crash during the merge are written beside the run's own crashes, never
+    // into the working directory.
+    let artifacts = fuzz_dir.join("artifacts").join(target);
+    fs::create_dir_all(&artifacts)
+        .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
     let status = Command::new(&bin)
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .arg("-merge=1")
         .arg("-set_cover_merge=1")
         .arg("-use_counters=0")
