@@ -72,6 +72,130 @@ pub enum Error {
     /// Reading or writing the migration data fd failed.
     #[error("migration data fd i/o failed")]
     MigrationData(#[source] io::Error),
+    /// `VFIO_DEVICE_SET_IRQS` returned a positive value: the PCI core could allocate only
+    /// `available` of the MSI/MSI-X vectors asked for, and vfio-pci enabled none of them.
+    #[error("VFIO_DEVICE_SET_IRQS on irq index {index} enabled nothing: only {available} vectors available")]
+    SetIrqsIncomplete {
+        /// The irq index of the request.
+        index: u32,
+        /// The vector count the kernel returned.
+        available: u32,
+    },
+    /// A region read or write moved fewer bytes than asked (it is not retried: a second access
+    /// would reach the device again).
+    #[error("short region {}: {done} of {len} bytes at {offset:#x} of region {index}", if *write { "write" } else { "read" })]
+    RegionShort {
+        /// Region index.
+        index: u32,
+        /// Offset inside the region.
+        offset: u64,
+        /// Bytes asked for.
+        len: usize,
+        /// Bytes moved.
+        done: usize,
+        /// Whether it was a write.
+        write: bool,
+    },
+    /// A device address (PCI address, UUID, sysfs path) could not be parsed.
+    #[error("invalid device address: {0}")]
+    InvalidAddress(String),
+    /// The device has no IOMMU group (no `iommu_group` link in sysfs: no such device, or no
+    /// IOMMU in front of it).
+    #[error("device {device} has no IOMMU group")]
+    NoIommuGroup {
+        /// The device's name.
+        device: String,
+        /// Why the link could not be read.
+        #[source]
+        source: io::Error,
+    },
+    /// Opening or querying the container (`/dev/vfio/vfio`) failed: no VFIO in this kernel, or
+    /// no permission.
+    #[error("failed to open the VFIO container")]
+    OpenContainer(#[source] io::Error),
+    /// The container speaks another VFIO API version than `VFIO_API_VERSION` (0).
+    #[error("VFIO API version {found} is not supported")]
+    ApiVersion {
+        /// The version the kernel reported.
+        found: u32,
+    },
+    /// The container does not offer the type1v2 IOMMU.
+    #[error("the VFIO container does not support the type1v2 IOMMU")]
+    NoType1v2,
+    /// Opening a group's device node (`/dev/vfio/N`) or reading its status failed (ENOENT: no
+    /// device of the group is bound to a VFIO driver; EBUSY: another process has it open).
+    #[error("failed to open VFIO group {group}")]
+    OpenGroup {
+        /// The group number.
+        group: u32,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// The group is not viable: some device in it is bound to a host driver other than VFIO.
+    #[error("VFIO group {group} is not viable (a device in it is bound to a host driver)")]
+    GroupNotViable {
+        /// The group number.
+        group: u32,
+    },
+    /// `VFIO_GROUP_SET_CONTAINER` failed.
+    #[error("failed to attach VFIO group {group} to the container")]
+    SetContainer {
+        /// The group number.
+        group: u32,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// `VFIO_SET_IOMMU` (type1v2) failed.
+    #[error("failed to set the container's IOMMU to type1v2")]
+    SetIommu(#[source] io::Error),
+    /// `VFIO_IOMMU_GET_INFO` failed or its answer did not decode.
+    #[error("failed to read the container's IOMMU info")]
+    IommuInfo(#[source] io::Error),
+    /// No device of this name is in the group (`VFIO_GROUP_GET_DEVICE_FD` gave ENODEV).
+    #[error("no device {device} in VFIO group {group}")]
+    DeviceNotFound {
+        /// The device's name.
+        device: String,
+        /// The group number.
+        group: u32,
+    },
+    /// The device needs a VF token and none, or another one, was presented (EACCES): a VF of
+    /// a PF bound to vfio-pci, or such a PF while its VFs are in use.
+    #[error("device {device} refused the VF token (missing or wrong)")]
+    VfTokenRefused {
+        /// The device's name.
+        device: String,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// A VF token was presented for a device that uses none (EINVAL): not a PF or VF, or a VF
+    /// whose PF is not bound to vfio-pci.
+    #[error("device {device} does not take a VF token")]
+    VfTokenUnexpected {
+        /// The device's name.
+        device: String,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// `VFIO_GROUP_GET_DEVICE_FD` failed for another reason.
+    #[error("failed to open VFIO device {device}")]
+    OpenDevice {
+        /// The device's name.
+        device: String,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// Setting a PF's VF token (`VFIO_DEVICE_FEATURE_PCI_VF_TOKEN`) failed.
+    #[error("failed to set the VF token")]
+    VfToken(#[source] io::Error),
+    /// The kernel's random source failed.
+    #[error("failed to read random bytes")]
+    Random(#[source] io::Error),
     /// A device description handed to the simulated device was inconsistent.
     #[error("invalid simulated device description: {0}")]
     SimConfig(&'static str),
@@ -85,12 +209,30 @@ impl Error {
             | Error::Reset(e)
             | Error::MigrationQuery(e)
             | Error::GetMigrationState(e)
-            | Error::MigrationData(e) => e,
+            | Error::MigrationData(e)
+            | Error::OpenContainer(e)
+            | Error::SetIommu(e)
+            | Error::IommuInfo(e)
+            | Error::VfToken(e)
+            | Error::Random(e) => e,
             Error::RegionRead { source, .. }
             | Error::RegionWrite { source, .. }
             | Error::SetIrqs { source, .. }
-            | Error::SetMigrationState { source, .. } => source,
-            Error::SimConfig(_) => return None,
+            | Error::SetMigrationState { source, .. }
+            | Error::NoIommuGroup { source, .. }
+            | Error::OpenGroup { source, .. }
+            | Error::SetContainer { source, .. }
+            | Error::VfTokenRefused { source, .. }
+            | Error::VfTokenUnexpected { source, .. }
+            | Error::OpenDevice { source, .. } => source,
+            Error::DeviceNotFound { .. } => return Some(libc::ENODEV),
+            Error::SimConfig(_)
+            | Error::SetIrqsIncomplete { .. }
+            | Error::RegionShort { .. }
+            | Error::InvalidAddress(_)
+            | Error::ApiVersion { .. }
+            | Error::NoType1v2
+            | Error::GroupNotViable { .. } => return None,
         };
         source.raw_os_error()
     }

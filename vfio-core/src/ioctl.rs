@@ -8,14 +8,14 @@
 
 #[cfg(any(feature = "kernel", feature = "sim"))]
 use std::io;
-#[cfg(any(feature = "kernel", feature = "sim"))]
+#[cfg(feature = "sim")]
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// Duplicate `raw` into a new descriptor this process owns (close-on-exec).
 ///
 /// Used where the kernel would take a reference to a caller's fd (eventfd triggers) or where
-/// vfio-ioctls only lends its device fd.
-#[cfg(any(feature = "kernel", feature = "sim"))]
+/// a caller only lends its fd.
+#[cfg(feature = "sim")]
 pub(crate) fn dup_fd(raw: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC reads no memory; on an fd that is not open it fails with EBADF.
     let new = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0) };
@@ -58,6 +58,27 @@ pub(crate) fn eventfd_take(file: &std::fs::File) -> io::Result<u64> {
     }
 }
 
+/// Fill `buf` from the kernel's random source (`getrandom`).
+#[cfg(feature = "kernel")]
+pub(crate) fn fill_random(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = buf.get_mut(done..).unwrap_or_default();
+        // SAFETY: `rest` is writable for `rest.len()` bytes and getrandom writes at most that.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match usize::try_from(n) {
+            Ok(n) => done += n,
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(feature = "kernel")]
 pub(crate) use kernel::*;
 
@@ -68,12 +89,42 @@ mod kernel {
     use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
     use vfio_bindings::bindings::vfio as b;
-    use vmm_sys_util::ioctl::{ioctl, ioctl_with_mut_ptr, ioctl_with_ptr};
+    use vmm_sys_util::ioctl::{ioctl, ioctl_with_mut_ptr, ioctl_with_ptr, ioctl_with_val};
     use vmm_sys_util::ioctl_io_nr;
 
+    ioctl_io_nr!(VFIO_GET_API_VERSION, b::VFIO_TYPE as u32, b::VFIO_BASE);
+    ioctl_io_nr!(VFIO_CHECK_EXTENSION, b::VFIO_TYPE as u32, b::VFIO_BASE + 1);
+    ioctl_io_nr!(VFIO_SET_IOMMU, b::VFIO_TYPE as u32, b::VFIO_BASE + 2);
+    ioctl_io_nr!(VFIO_GROUP_GET_STATUS, b::VFIO_TYPE as u32, b::VFIO_BASE + 3);
+    ioctl_io_nr!(
+        VFIO_GROUP_SET_CONTAINER,
+        b::VFIO_TYPE as u32,
+        b::VFIO_BASE + 4
+    );
+    ioctl_io_nr!(
+        VFIO_GROUP_UNSET_CONTAINER,
+        b::VFIO_TYPE as u32,
+        b::VFIO_BASE + 5
+    );
+    ioctl_io_nr!(
+        VFIO_GROUP_GET_DEVICE_FD,
+        b::VFIO_TYPE as u32,
+        b::VFIO_BASE + 6
+    );
     ioctl_io_nr!(VFIO_DEVICE_GET_INFO, b::VFIO_TYPE as u32, b::VFIO_BASE + 7);
+    ioctl_io_nr!(
+        VFIO_DEVICE_GET_REGION_INFO,
+        b::VFIO_TYPE as u32,
+        b::VFIO_BASE + 8
+    );
+    ioctl_io_nr!(
+        VFIO_DEVICE_GET_IRQ_INFO,
+        b::VFIO_TYPE as u32,
+        b::VFIO_BASE + 9
+    );
     ioctl_io_nr!(VFIO_DEVICE_SET_IRQS, b::VFIO_TYPE as u32, b::VFIO_BASE + 10);
     ioctl_io_nr!(VFIO_DEVICE_RESET, b::VFIO_TYPE as u32, b::VFIO_BASE + 11);
+    ioctl_io_nr!(VFIO_IOMMU_GET_INFO, b::VFIO_TYPE as u32, b::VFIO_BASE + 12);
     ioctl_io_nr!(VFIO_DEVICE_FEATURE, b::VFIO_TYPE as u32, b::VFIO_BASE + 17);
 
     fn check(ret: i32) -> io::Result<()> {
@@ -82,6 +133,118 @@ mod kernel {
         } else {
             Ok(())
         }
+    }
+
+    /// The non-negative value an ioctl returned, or its errno.
+    fn value(ret: i32) -> io::Result<u32> {
+        u32::try_from(ret).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// `VFIO_GET_API_VERSION` on a container.
+    pub(crate) fn get_api_version(container: &File) -> io::Result<u32> {
+        // SAFETY: VFIO_GET_API_VERSION takes no argument and touches no user memory.
+        value(unsafe { ioctl(container, VFIO_GET_API_VERSION()) })
+    }
+
+    /// `VFIO_CHECK_EXTENSION` on a container: the kernel's answer (0 when unsupported).
+    pub(crate) fn check_extension(container: &File, extension: u32) -> io::Result<u32> {
+        // SAFETY: the argument is passed by value; the kernel reads no user memory.
+        value(unsafe {
+            ioctl_with_val(
+                container,
+                VFIO_CHECK_EXTENSION(),
+                libc::c_ulong::from(extension),
+            )
+        })
+    }
+
+    /// `VFIO_SET_IOMMU` on a container.
+    pub(crate) fn set_iommu(container: &File, iommu_type: u32) -> io::Result<()> {
+        // SAFETY: the argument is passed by value; the kernel reads no user memory.
+        check(unsafe {
+            ioctl_with_val(container, VFIO_SET_IOMMU(), libc::c_ulong::from(iommu_type))
+        })
+    }
+
+    /// `VFIO_IOMMU_GET_INFO` with a `struct vfio_iommu_type1_info` (and room for its
+    /// capability chain) encoded in `arg`; the kernel writes it back.
+    pub(crate) fn iommu_get_info(container: &File, arg: &mut [u8]) -> io::Result<()> {
+        writable_ioctl(container, VFIO_IOMMU_GET_INFO(), arg, 16)
+    }
+
+    /// `VFIO_GROUP_GET_STATUS`.
+    pub(crate) fn group_status(group: &File) -> io::Result<u32> {
+        let mut status = b::vfio_group_status {
+            argsz: std::mem::size_of::<b::vfio_group_status>() as u32,
+            flags: 0,
+        };
+        // SAFETY: `status` is a valid, writable vfio_group_status whose argsz is its size.
+        check(unsafe { ioctl_with_mut_ptr(group, VFIO_GROUP_GET_STATUS(), &mut status) })?;
+        Ok(status.flags)
+    }
+
+    /// `VFIO_GROUP_SET_CONTAINER`: attach the group to `container`.
+    pub(crate) fn group_set_container(group: &File, container: &File) -> io::Result<()> {
+        let fd: libc::c_int = container.as_raw_fd();
+        // SAFETY: the kernel reads one int from the pointer, which points at `fd`.
+        check(unsafe { ioctl_with_ptr(group, VFIO_GROUP_SET_CONTAINER(), &fd) })
+    }
+
+    /// `VFIO_GROUP_UNSET_CONTAINER`.
+    pub(crate) fn group_unset_container(group: &File) -> io::Result<()> {
+        // SAFETY: VFIO_GROUP_UNSET_CONTAINER takes no argument.
+        check(unsafe { ioctl(group, VFIO_GROUP_UNSET_CONTAINER()) })
+    }
+
+    /// `VFIO_GROUP_GET_DEVICE_FD` for the device named `name` (NUL-terminated).
+    pub(crate) fn group_get_device_fd(group: &File, name: &std::ffi::CStr) -> io::Result<File> {
+        // SAFETY: the kernel reads a NUL-terminated string from the pointer, which `name`
+        // guarantees, and writes nothing.
+        let fd = unsafe { ioctl_with_ptr(group, VFIO_GROUP_GET_DEVICE_FD(), name.as_ptr()) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel installed `fd` in this process for us and nothing else owns it.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// An ioctl whose argument is a variable-size structure starting with `argsz`, which the
+    /// kernel may write back; `arg` must be at least `min` bytes.
+    fn writable_ioctl(
+        file: &File,
+        nr: libc::c_ulong,
+        arg: &mut [u8],
+        min: usize,
+    ) -> io::Result<()> {
+        if arg.len() < min {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: `arg` is writable for `arg.len()` bytes and callers encode argsz no larger
+        // than that, so the kernel reads and writes inside the buffer.
+        check(unsafe { ioctl_with_mut_ptr(file, nr, arg.as_mut_ptr()) })
+    }
+
+    /// `VFIO_DEVICE_GET_REGION_INFO` with a `struct vfio_region_info` (and room for its
+    /// capability chain) encoded in `arg`; the kernel writes it back.
+    pub(crate) fn get_region_info(device: &File, arg: &mut [u8]) -> io::Result<()> {
+        writable_ioctl(
+            device,
+            VFIO_DEVICE_GET_REGION_INFO(),
+            arg,
+            std::mem::size_of::<b::vfio_region_info>(),
+        )
+    }
+
+    /// `VFIO_DEVICE_GET_IRQ_INFO` for irq index `index`.
+    pub(crate) fn get_irq_info(device: &File, index: u32) -> io::Result<b::vfio_irq_info> {
+        let mut info = b::vfio_irq_info {
+            argsz: std::mem::size_of::<b::vfio_irq_info>() as u32,
+            index,
+            ..Default::default()
+        };
+        // SAFETY: `info` is a valid, writable vfio_irq_info whose argsz is its size.
+        check(unsafe { ioctl_with_mut_ptr(device, VFIO_DEVICE_GET_IRQ_INFO(), &mut info) })?;
+        Ok(info)
     }
 
     /// `VFIO_DEVICE_GET_INFO`.
@@ -96,14 +259,16 @@ mod kernel {
         Ok(info)
     }
 
-    /// `VFIO_DEVICE_SET_IRQS` with a `struct vfio_irq_set` encoded in `arg`.
-    pub(crate) fn set_irqs(device: &File, arg: &[u8]) -> io::Result<()> {
+    /// `VFIO_DEVICE_SET_IRQS` with a `struct vfio_irq_set` encoded in `arg`. Returns the
+    /// ioctl's non-negative value: 0 is success; vfio-pci returns a positive count when the PCI
+    /// core could allocate fewer MSI/MSI-X vectors than asked (and enabled none).
+    pub(crate) fn set_irqs(device: &File, arg: &[u8]) -> io::Result<u32> {
         if arg.len() < std::mem::size_of::<b::vfio_irq_set>() {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         // SAFETY: `arg` holds at least a full header; the kernel reads at most `argsz` bytes,
         // which IrqSet::to_bytes sets to `arg.len()`, and does not write to the buffer.
-        check(unsafe { ioctl_with_ptr(device, VFIO_DEVICE_SET_IRQS(), arg.as_ptr()) })
+        value(unsafe { ioctl_with_ptr(device, VFIO_DEVICE_SET_IRQS(), arg.as_ptr()) })
     }
 
     /// `VFIO_DEVICE_RESET`.

@@ -9,7 +9,9 @@
 //!   `struct vfio_irq_set` bytes.
 //! * [`MsixTriggers`] ([`msix`]): enable every MSI-X vector with one call, and a per-vector
 //!   trigger cache so an unchanged fd costs no ioctl.
-//! * `KernelDevice` (feature `kernel`, default): the Linux backend over vfio-ioctls.
+//! * `KernelDevice`, `Container`, `DeviceAddress` (feature `kernel`, default): the Linux
+//!   backend: a type1 container, IOMMU groups, devices opened by PCI address, sysfs path, VF
+//!   token or mdev UUID.
 //! * `sim::SimDevice` (feature `sim`): a simulated vfio-pci device with Linux's semantics,
 //!   counters and fault injection, for tests and benchmarks.
 //!
@@ -46,6 +48,8 @@ mod ioctl;
 pub mod irq_set;
 #[cfg(feature = "kernel")]
 mod kernel;
+#[cfg(feature = "lab")]
+pub mod lab;
 pub mod migration;
 pub mod msix;
 #[cfg(feature = "sim")]
@@ -56,6 +60,8 @@ pub use error::{Error, Result};
 pub use info::{DeviceInfo, IrqInfo, RegionInfo};
 pub use irq_set::{IrqAction, IrqData, IrqSet};
 #[cfg(feature = "kernel")]
-pub use kernel::KernelDevice;
+pub use kernel::{
+    Container, DeviceAddress, DirtyTrackingInfo, Group, IommuInfo, IovaRange, KernelDevice, Uuid,
+};
 pub use migration::{DataChunk, MigState, MigrationDataFd, MigrationFeatures};
 pub use msix::{MsixTriggers, TriggerUpdate};

@@ -4,6 +4,7 @@
 
 mod bench;
 mod fuzz;
+mod lab;
 
 use std::process::{Command, ExitCode};
 
@@ -21,8 +22,9 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench-msix") => bench::run(args.get(1..).unwrap_or_default()),
         Some("fuzz") => fuzz::run(args.get(1..).unwrap_or_default()),
+        Some("lab") => lab::run(args.get(1..).unwrap_or_default()),
         _ => {
-            eprint!("{USAGE}{}", fuzz::USAGE);
+            eprint!("{USAGE}{}{}", lab::USAGE, fuzz::USAGE);
             return ExitCode::from(2);
         }
     };

@@ -1,28 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The Linux backend: a [`VfioDevice`] over an opened vfio-ioctls device.
+//! A [`VfioDevice`] over a VFIO device fd: opened through a [`Container`](super::Container), or
+//! handed over already open (by a management process, or another VFIO library).
 //!
-//! vfio-ioctls opens the device (container, group or cdev) and parses region capabilities;
-//! everything vfio-ioctls cannot express or swallows errors for (sub-range and per-vector
-//! SET_IRQS, the fd -1 enable, region i/o errors, the migration data fd) is issued here on a
-//! duplicate of the device fd, with arguments built in safe code.
-//!
-//! This backend has not run against a real VFIO device in this project's CI (the CI machines
-//! have no `/dev/vfio`); its argument encoding is unit-tested byte by byte.
+//! The kernel's return conventions are kept: a `VFIO_DEVICE_SET_IRQS` that returns a positive
+//! value did not succeed (vfio-pci returns the number of vectors the PCI core could allocate
+//! when it could not allocate all, and enables none); a region read or write that moves fewer
+//! bytes than asked is an error, and is not retried (a retry would access the device again).
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio as b;
-use vfio_ioctls::VfioRegionInfoCap;
 
+use super::address::Uuid;
+use super::caps;
+use super::container::Group;
 use crate::device::{VfioDevice, VfioMigration};
 use crate::error::{errno, Error, Result};
 use crate::info::{
-    DeviceFlags, DeviceInfo, IrqFlags, IrqInfo, RegionFlags, RegionInfo, SparseMmapArea,
-    VGA_REGION_INDEX,
+    DeviceFlags, DeviceInfo, IrqFlags, IrqInfo, RegionFlags, RegionInfo, VGA_REGION_INDEX,
 };
 use crate::ioctl;
 use crate::irq_set::IrqSet;
@@ -31,81 +31,117 @@ use crate::migration::{MigState, MigrationDataFd, MigrationFeatures};
 /// Size of the `struct vfio_device_feature` header (argsz, flags).
 const FEATURE_HEADER_SIZE: usize = 8;
 
-/// A VFIO device opened through vfio-ioctls.
+/// A VFIO device fd and what it reported about itself when opened.
 pub struct KernelDevice {
-    inner: vfio_ioctls::VfioDevice,
     fd: File,
     info: DeviceInfo,
+    /// The group the device was opened through; keeps it attached to its container.
+    group: Option<Arc<Group>>,
 }
 
 impl std::fmt::Debug for KernelDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KernelDevice")
             .field("fd", &self.fd.as_raw_fd())
+            .field("group", &self.group.as_ref().map(|g| g.id()))
             .field("info", &self.info)
             .finish()
     }
 }
 
+/// `VFIO_DEVICE_GET_REGION_INFO` for `index`, with its capability chain; `None` for an index
+/// the device answers EINVAL for (vfio-pci does for a VGA region the device lacks).
+fn read_region(fd: &File, index: u32) -> Result<Option<RegionInfo>> {
+    let mut arg = caps::region_info_arg(index, caps::REGION_INFO_SIZE);
+    match ioctl::get_region_info(fd, &mut arg) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+        Err(e) => return Err(Error::DeviceInfo(e)),
+    }
+    let wanted = caps::returned_argsz(&arg).map_err(Error::DeviceInfo)?;
+    if wanted > arg.len() {
+        arg = caps::region_info_arg(index, wanted);
+        ioctl::get_region_info(fd, &mut arg).map_err(Error::DeviceInfo)?;
+    }
+    let raw = caps::parse_region_info(&arg).map_err(Error::DeviceInfo)?;
+    if raw.size == 0 && raw.flags == 0 {
+        return Ok(None);
+    }
+    Ok(Some(RegionInfo {
+        index,
+        flags: RegionFlags::from_bits_retain(raw.flags),
+        size: raw.size,
+        offset: raw.offset,
+        sparse_mmap: raw.sparse_mmap,
+        msix_mappable: raw.msix_mappable,
+    }))
+}
+
+/// Read a device's flags, regions and irq indexes.
+fn read_info(fd: &File) -> Result<DeviceInfo> {
+    let raw = ioctl::get_device_info(fd).map_err(Error::DeviceInfo)?;
+    let num_regions = raw.num_regions.min(VGA_REGION_INDEX + 1);
+    let regions = (0..num_regions)
+        .map(|index| read_region(fd, index))
+        .collect::<Result<Vec<_>>>()?;
+    let irqs = (0..raw.num_irqs)
+        .map(|index| match ioctl::get_irq_info(fd, index) {
+            Ok(i) => Ok(Some(IrqInfo {
+                index,
+                flags: IrqFlags::from_bits_retain(i.flags),
+                count: i.count,
+            })),
+            // mtty reports five indexes and answers EINVAL for the last three.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+            Err(e) => Err(Error::DeviceInfo(e)),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(DeviceInfo {
+        flags: DeviceFlags::from_bits_retain(raw.flags),
+        regions,
+        irqs,
+    })
+}
+
 impl KernelDevice {
-    /// Wrap a device vfio-ioctls has opened, reading its regions and irq indexes once.
-    pub fn new(inner: vfio_ioctls::VfioDevice) -> Result<Self> {
-        let fd = File::from(ioctl::dup_fd(inner.as_raw_fd()).map_err(Error::DeviceInfo)?);
-        let raw = ioctl::get_device_info(&fd).map_err(Error::DeviceInfo)?;
-        let num_regions = raw.num_regions.min(VGA_REGION_INDEX + 1);
-        let regions = (0..num_regions)
-            .map(|index| {
-                let size = inner.get_region_size(index);
-                let flags = RegionFlags::from_bits_retain(inner.get_region_flags(index));
-                if size == 0 && flags.is_empty() {
-                    return None;
-                }
-                let caps = inner.get_region_caps(index);
-                let sparse_mmap = caps.iter().find_map(|c| match c {
-                    VfioRegionInfoCap::SparseMmap(s) => Some(
-                        s.areas
-                            .iter()
-                            .map(|a| SparseMmapArea {
-                                offset: a.offset,
-                                size: a.size,
-                            })
-                            .collect(),
-                    ),
-                    _ => None,
-                });
-                let msix_mappable = caps
-                    .iter()
-                    .any(|c| matches!(c, VfioRegionInfoCap::MsixMappable));
-                Some(RegionInfo {
-                    index,
-                    flags,
-                    size,
-                    offset: inner.get_region_offset(index),
-                    sparse_mmap,
-                    msix_mappable,
-                })
-            })
-            .collect();
-        let irqs = (0..raw.num_irqs)
-            .map(|index| {
-                inner.get_irq_info(index).map(|i| IrqInfo {
-                    index,
-                    flags: IrqFlags::from_bits_retain(i.flags),
-                    count: i.count,
-                })
-            })
-            .collect();
-        let info = DeviceInfo {
-            flags: DeviceFlags::from_bits_retain(raw.flags),
-            regions,
-            irqs,
-        };
-        Ok(KernelDevice { inner, fd, info })
+    /// A device fd opened elsewhere (passed by a management process, or opened by another VFIO
+    /// library): its regions and irq indexes are read once, now. The caller keeps whatever
+    /// holds its group in a container alive.
+    pub fn from_device_fd(fd: File) -> Result<Self> {
+        let info = read_info(&fd)?;
+        Ok(KernelDevice {
+            fd,
+            info,
+            group: None,
+        })
     }
 
-    /// The vfio-ioctls device, for calls this crate does not wrap (DMA logging, ...).
-    pub fn inner(&self) -> &vfio_ioctls::VfioDevice {
-        &self.inner
+    pub(crate) fn from_group_fd(fd: File, group: Arc<Group>) -> Result<Self> {
+        let info = read_info(&fd)?;
+        Ok(KernelDevice {
+            fd,
+            info,
+            group: Some(group),
+        })
+    }
+
+    /// The group the device was opened through (`None` for [`KernelDevice::from_device_fd`]).
+    pub fn group(&self) -> Option<&Arc<Group>> {
+        self.group.as_ref()
+    }
+
+    /// The device fd (to mmap regions, or for calls this crate does not wrap).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Set the VF token of an SR-IOV PF bound to vfio-pci (`VFIO_DEVICE_FEATURE_PCI_VF_TOKEN`):
+    /// its VFs can then be opened only with this token.
+    pub fn set_vf_token(&self, token: Uuid) -> Result<()> {
+        let flags = b::VFIO_DEVICE_FEATURE_SET | b::VFIO_DEVICE_FEATURE_PCI_VF_TOKEN;
+        self.feature(flags, token.as_bytes())
+            .map(drop)
+            .map_err(Error::VfToken)
     }
 
     fn feature(&self, flags: u32, payload: &[u8]) -> io::Result<Vec<u8>> {
@@ -148,6 +184,30 @@ fn returned_data_fd(arg: &[u8]) -> Option<i32> {
     word_at(arg, FEATURE_HEADER_SIZE + 4).map(i32::from_ne_bytes)
 }
 
+/// Run a pread/pwrite, again if a signal interrupted it before it moved anything.
+fn retry_eintr(mut op: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// A region access that moved `done` of `len` bytes: all, or [`Error::RegionShort`].
+fn short_access(index: u32, offset: u64, len: usize, done: usize, write: bool) -> Result<()> {
+    if done == len {
+        return Ok(());
+    }
+    Err(Error::RegionShort {
+        index,
+        offset,
+        len,
+        done,
+        write,
+    })
+}
+
 impl VfioDevice for KernelDevice {
     fn info(&self) -> &DeviceInfo {
         &self.info
@@ -160,7 +220,8 @@ impl VfioDevice for KernelDevice {
             .region_for_access(index, offset, buf.len())
             .map_err(err)?
             .offset;
-        self.fd.read_exact_at(buf, base + offset).map_err(err)
+        let done = retry_eintr(|| self.fd.read_at(buf, base + offset)).map_err(err)?;
+        short_access(index, offset, buf.len(), done, false)
     }
 
     fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
@@ -172,16 +233,22 @@ impl VfioDevice for KernelDevice {
         if !region.flags.contains(RegionFlags::WRITE) {
             return Err(err(errno(libc::EINVAL)));
         }
-        self.fd
-            .write_all_at(data, region.offset + offset)
-            .map_err(err)
+        let done = retry_eintr(|| self.fd.write_at(data, region.offset + offset)).map_err(err)?;
+        short_access(index, offset, data.len(), done, true)
     }
 
     fn set_irqs(&self, set: &IrqSet) -> Result<()> {
-        ioctl::set_irqs(&self.fd, &set.to_bytes()).map_err(|source| Error::SetIrqs {
-            index: set.index,
-            source,
-        })
+        match ioctl::set_irqs(&self.fd, &set.to_bytes()) {
+            Ok(0) => Ok(()),
+            Ok(available) => Err(Error::SetIrqsIncomplete {
+                index: set.index,
+                available,
+            }),
+            Err(source) => Err(Error::SetIrqs {
+                index: set.index,
+                source,
+            }),
+        }
     }
 
     fn reset(&self) -> Result<()> {
