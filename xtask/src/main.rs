@@ -12,7 +12,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci          fmt --check, clippy -D warnings, tests, rustdoc -D warnings, fuzz replay and a
-              60 s run per fuzz target (PASSTHROUGH_FUZZ_SECONDS) — what .ci/run runs
+              60 s run per fuzz target (PASSTHROUGH_FUZZ_SECONDS), then the lab — what
+              .ci/run runs
   bench-msix  per-VF MSI-X restore cost per route-commit strategy on KVM (--help for options)
 ";
 
@@ -53,6 +54,9 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     }
 }
 
+/// The features that build every crate's lab test binaries.
+const LAB_FEATURES: &str = "vfio-core/lab";
+
 /// What CI runs, in order.
 fn ci() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
@@ -61,6 +65,20 @@ fn ci() -> Result<(), String> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    // The lab's test binaries build only with their crates' `lab` feature.
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--features",
+            LAB_FEATURES,
             "--",
             "-D",
             "warnings",
@@ -106,5 +124,7 @@ fn ci() -> Result<(), String> {
     )?;
     let seconds = std::env::var("PASSTHROUGH_FUZZ_SECONDS").unwrap_or_else(|_| "60".into());
     fuzz::run(&["all".into(), "--seconds".into(), seconds])?;
+    // Last, the lab: the kernel backend and the conformance suite against a real Linux VFIO.
+    lab::run(&[])?;
     Ok(())
 }

@@ -70,9 +70,9 @@ done
 ls /dev/vfio > /tmp/vfio 2>&1; say "@@VFIO-NODES $(tr '\n' ' ' < /tmp/vfio)"
 export LAB=1 LAB_E1000E=$E1000E LAB_NVME_PF=$NVME_PF LAB_MTTY=$MTTY
 export LAB_UNVIABLE=$UNVIABLE LAB_SHARED_GROUP=$SHARED
-while read -r name bin timeout; do
+while read -r name bin timeout args; do
     say "@@SUITE-BEGIN $name"
-    timeout "$timeout" "/lab/bin/$bin" --test-threads=1 --color never > $R 2>&1
+    timeout "$timeout" "/lab/bin/$bin" --test-threads=1 --color never $args > $R 2>&1
     say "@@SUITE-END $name rc=$?"
 done < /lab/suites
 say "@@LAB-END uptime=$(cut -d' ' -f1 /proc/uptime)"
@@ -119,7 +119,10 @@ pub fn build(lab: &Lab, mtty: &Path, suites: &[Suite]) -> Result<PathBuf, String
                 copy(&lib, &dest)?;
             }
         }
-        list.push_str(&format!("{} {bin} {}\n", suite.name, suite.timeout_s));
+        list.push_str(&format!(
+            "{} {bin} {} {}\n",
+            suite.name, suite.timeout_s, suite.args
+        ));
     }
     write(&tree.join("lab/suites"), &list)?;
     write(&tree.join("init"), INIT)?;

@@ -55,6 +55,8 @@ pub struct Suite {
     binary: PathBuf,
     /// Seconds the guest gives it.
     timeout_s: u32,
+    /// Extra libtest arguments.
+    args: &'static str,
 }
 
 impl Suite {
@@ -63,8 +65,15 @@ impl Suite {
     }
 }
 
-/// The lab suites: (package, test target, seconds allowed under TCG).
-const SUITES: &[(&str, &str, u32)] = &[("vfio-core", "lab_open", 300)];
+/// A lab suite: package, test target, seconds allowed under TCG, extra libtest arguments.
+type SuiteSpec = (&'static str, &'static str, u32, &'static str);
+
+/// The lab suites, in the order the guest runs them.
+const SUITES: &[SuiteSpec] = &[
+    ("vfio-core", "lab_open", 300, ""),
+    // Prints the config spaces the simulator's lab profiles are built from.
+    ("vfio-core", "lab_fixtures", 120, "--nocapture"),
+];
 
 /// Why the lab did not pass.
 enum Failure {
@@ -123,7 +132,7 @@ fn lab(timeout: Duration, only: Option<&[String]>) -> Result<(), Failure> {
     let mtty = host::build_mtty(&lab).map_err(unavailable)?;
     let wanted: Vec<_> = SUITES
         .iter()
-        .filter(|(p, t, _)| only.is_none_or(|o| o.iter().any(|n| *n == format!("{p}/{t}"))))
+        .filter(|(p, t, _, _)| only.is_none_or(|o| o.iter().any(|n| *n == format!("{p}/{t}"))))
         .collect();
     if wanted.is_empty() {
         return Err(Failure::Failed("--only names no suite".into()));
@@ -145,6 +154,13 @@ fn lab(timeout: Duration, only: Option<&[String]>) -> Result<(), Failure> {
     );
     for error in &report.errors {
         println!("lab: guest error: {error}");
+    }
+    let saved = save_fixtures(&lab, &report).map_err(Failure::Failed)?;
+    if saved > 0 {
+        println!(
+            "lab: {saved} config-space dumps in {}",
+            lab.cache().join("fixtures").display()
+        );
     }
     let mut failures = Vec::new();
     for suite in &suites {
@@ -191,6 +207,34 @@ fn lab(timeout: Duration, only: Option<&[String]>) -> Result<(), Failure> {
     }
 }
 
+/// Write the `@@FIXTURE-BEGIN name` ... `@@FIXTURE-END` blocks the suites printed to
+/// `fixtures/name` in the lab's cache; returns how many.
+fn save_fixtures(lab: &Lab, report: &guest::Report) -> Result<usize, String> {
+    let dir = lab.cache().join("fixtures");
+    let mut saved = 0;
+    for run in &report.suites {
+        let mut current: Option<(String, String)> = None;
+        for line in run.output.lines() {
+            if let Some(name) = line.strip_prefix("@@FIXTURE-BEGIN ") {
+                current = Some((name.trim().to_owned(), String::new()));
+            } else if line.starts_with("@@FIXTURE-END") {
+                if let Some((name, text)) = current.take() {
+                    if name.contains('/') || name.starts_with('.') {
+                        return Err(format!("bad fixture name {name:?}"));
+                    }
+                    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                    std::fs::write(dir.join(&name), text).map_err(|e| e.to_string())?;
+                    saved += 1;
+                }
+            } else if let Some((_, text)) = current.as_mut() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    Ok(saved)
+}
+
 /// Print the failing tests' output of a libtest run.
 fn print_failures(output: &str) {
     let mut printing = false;
@@ -205,10 +249,10 @@ fn print_failures(output: &str) {
 }
 
 /// Build the suites' test binaries with the `lab` profile and their crate's `lab` feature.
-fn build_suites(root: &Path, wanted: &[&(&str, &str, u32)]) -> Result<Vec<Suite>, String> {
+fn build_suites(root: &Path, wanted: &[&SuiteSpec]) -> Result<Vec<Suite>, String> {
     eprintln!("lab: building the lab test binaries");
     let mut suites = Vec::new();
-    for (package, test, timeout_s) in wanted {
+    for (package, test, timeout_s, args) in wanted {
         let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(root)
             .args(["test", "--no-run", "--profile", "lab"])
@@ -232,6 +276,7 @@ fn build_suites(root: &Path, wanted: &[&(&str, &str, u32)]) -> Result<Vec<Suite>
             name: format!("{package}/{test}"),
             binary: PathBuf::from(binary),
             timeout_s: *timeout_s,
+            args,
         });
     }
     Ok(suites)
