@@ -17,7 +17,8 @@ pub enum Error {
         /// The flag word as the device reported it.
         bits: u64,
     },
-    /// A state (current or requested) is not supported by the device's flags.
+    /// A state (current or requested) is not supported by the device's flags
+    /// (`state_flags_table`); the kernel's `vfio_mig_get_next_state()` answers `-EINVAL`.
     #[error("state {state} is not supported by a device with {flags}")]
     UnsupportedState {
         /// The unsupported state.
@@ -25,10 +26,13 @@ pub enum Error {
         /// The device's flags.
         flags: MigrationFlags,
     },
-    /// The device is in the `ERROR` state; only a reset leaves it.
+    /// The device is in the `ERROR` state; only a reset leaves it (the kernel's
+    /// `vfio_mig_get_next_state()` answers `-EINVAL` with a warning).
     #[error("the device is in the ERROR state and must be reset")]
     DeviceInError,
-    /// The kernel's state machine refuses this request (it leads to the `ERROR` sentinel).
+    /// The kernel's state machine refuses this request: `vfio_from_fsm_table` leads it to its
+    /// `ERROR` entry and `vfio_mig_get_next_state()` answers `-EINVAL` (for valid flags, only
+    /// `STOP_COPY` -> `PRE_COPY` and `STOP_COPY` -> `PRE_COPY_P2P`).
     #[error("the transition {from} -> {to} is not allowed")]
     BlockedArc {
         /// Where the walk starts.

@@ -1,20 +1,51 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The VFIO migration v2 state machine as pure logic.
+//! The VFIO migration v2 state machine as pure logic: a transcription of the kernel's.
 //!
 //! A device advertises which optional states it supports ([`MigrationFlags`]). Userspace may
-//! request any supported state from any supported state, but the device itself only implements
-//! single arcs. [`next_step`] picks the next arc the kernel would take towards the requested
-//! state and [`path`] lists every arc of the walk.
+//! request any supported state from any supported state, but a driver only implements single
+//! arcs: the kernel breaks a request into arcs with `vfio_mig_get_next_state()`, and the
+//! driver's `set_state` loop takes one arc per call until the device is in the requested state.
+//! [`next_step`] is that function and [`path`] is that loop, both over the kernel's own tables,
+//! transcribed (in the private `kernel` submodule, in the kernel's order) from Linux v6.12.117
+//! `drivers/vfio/vfio_main.c`, `vfio_mig_get_next_state()`: `vfio_from_fsm_table` and
+//! `state_flags_table`.
 //!
-//! The walk follows the kernel's next-hop table: states the device does not support are skipped
-//! over, requests the table marks as impossible (leaving `STOP_COPY` or `RESUMING` for a
-//! pre-copy state) are refused, and reaching the `ERROR` sentinel ends the walk with
-//! [`Error::BlockedArc`] instead of looping on it.
+//! # The kernel's rule
+//!
+//! `vfio_mig_get_next_state(cur, new)` answers `-EINVAL` when `cur` (with a `WARN_ON`) or
+//! `new` is not a state the device's flags support (`state_flags_table`); `ERROR` needs all 32
+//! bits of the flag word, which no in-tree driver sets. Otherwise it looks up
+//! `vfio_from_fsm_table[cur][new]` and, while that state is not `ERROR` and is unsupported,
+//! looks up `vfio_from_fsm_table[that][new]`. It answers that state, or `-EINVAL` if it is
+//! `ERROR`. The only `ERROR` entries a supported pair reaches are `STOP_COPY` → `PRE_COPY` and
+//! `STOP_COPY` → `PRE_COPY_P2P` ([`Error::BlockedArc`]).
+//!
+//! The drivers' loop (Linux v6.12.117 `samples/vfio-mdev/mtty.c`, `mtty_set_state()`;
+//! `drivers/vfio/pci/mlx5/main.c`, `mlx5vf_pci_set_device_state()`) runs
+//! `while (state != new_state)`: ask for the next state, take that arc, record it. A refusal
+//! or a failed arc ends the loop with the device in the last state it reached.
+//!
+//! # Termination
+//!
+//! The kernel's skip loop stops as soon as it reaches `ERROR` (its condition tests for `ERROR`
+//! first), so it never spins on that entry. It could only spin on a cycle of unsupported
+//! states, and the table has none. The build checks it (constant evaluation in the `kernel`
+//! submodule): for every flag word whose known bits are any of the eight combinations, and for
+//! the all-ones word, the skip loop ends; for the four valid flag sets, every walk either
+//! reaches its target or is refused at its first step. A refused request is therefore refused
+//! before any arc is taken, in the kernel as here.
 
 use std::fmt;
 
 use crate::{Error, Result};
+
+mod kernel;
+
+use kernel::{
+    kernel_supports, vfio_mig_get_next_state, KernelHop, MAX_ARCS, VFIO_MIGRATION_P2P,
+    VFIO_MIGRATION_PRE_COPY, VFIO_MIGRATION_STOP_COPY,
+};
 
 /// A VFIO migration v2 device state (`enum vfio_device_mig_state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,43 +99,6 @@ impl State {
     pub const fn is_saving(self) -> bool {
         matches!(self, State::StopCopy | State::PreCopy | State::PreCopyP2p)
     }
-
-    /// The feature flags a device must advertise to support this state; `None` for `ERROR`,
-    /// which no device supports as a target.
-    const fn required(self) -> Option<MigrationFlags> {
-        match self {
-            State::Error => None,
-            State::Stop | State::Running | State::StopCopy | State::Resuming => {
-                Some(MigrationFlags::STOP_COPY)
-            }
-            State::RunningP2p => Some(MigrationFlags::WITH_P2P),
-            State::PreCopy => Some(MigrationFlags::WITH_PRE_COPY),
-            State::PreCopyP2p => Some(MigrationFlags::ALL),
-        }
-    }
-
-    /// The next arc the kernel's table takes from `self` towards `to`, before skipping
-    /// unsupported states. `ERROR` marks a request the table refuses.
-    const fn table_hop(self, to: State) -> State {
-        use State::*;
-        match (self, to) {
-            (Error, _) | (_, Error) => Error,
-            (from, to) if from as u32 == to as u32 => to,
-            (Stop, StopCopy | Resuming) => to,
-            (Stop, _) => RunningP2p,
-            (Running, PreCopy | PreCopyP2p) => PreCopy,
-            (Running, _) => RunningP2p,
-            (PreCopy, PreCopyP2p | StopCopy) => PreCopyP2p,
-            (PreCopy, _) => Running,
-            (PreCopyP2p, PreCopy | StopCopy) => to,
-            (PreCopyP2p, _) => RunningP2p,
-            (StopCopy | Resuming, PreCopy | PreCopyP2p) => Error,
-            (StopCopy | Resuming, _) => Stop,
-            (RunningP2p, Running | PreCopy) => Running,
-            (RunningP2p, PreCopyP2p) => PreCopyP2p,
-            (RunningP2p, _) => Stop,
-        }
-    }
 }
 
 impl fmt::Display for State {
@@ -135,11 +129,11 @@ pub struct MigrationFlags {
 
 impl MigrationFlags {
     /// The kernel's `VFIO_MIGRATION_STOP_COPY` bit.
-    pub const STOP_COPY_BIT: u64 = 1;
+    pub const STOP_COPY_BIT: u64 = VFIO_MIGRATION_STOP_COPY as u64;
     /// The kernel's `VFIO_MIGRATION_P2P` bit.
-    pub const P2P_BIT: u64 = 2;
+    pub const P2P_BIT: u64 = VFIO_MIGRATION_P2P as u64;
     /// The kernel's `VFIO_MIGRATION_PRE_COPY` bit.
-    pub const PRE_COPY_BIT: u64 = 4;
+    pub const PRE_COPY_BIT: u64 = VFIO_MIGRATION_PRE_COPY as u64;
 
     /// Only the mandatory `STOP_COPY` feature.
     pub const STOP_COPY: Self = Self {
@@ -169,8 +163,10 @@ impl MigrationFlags {
         Self::ALL,
     ];
 
-    /// Parses the kernel's flag word. Bits this crate does not know are ignored; a word without
-    /// `STOP_COPY` is refused, since such a device cannot migrate.
+    /// Parses the kernel's flag word. Bits this crate does not know are ignored (the kernel's
+    /// tables look only at the three known bits; see [`MigrationFlags::supports`] for the one
+    /// exception, which changes no answer); a word without `STOP_COPY` is refused, since such
+    /// a device supports no state at all and cannot migrate.
     pub fn from_bits(bits: u64) -> Result<Self> {
         if bits & Self::STOP_COPY_BIT == 0 {
             return Err(Error::MissingStopCopy { bits });
@@ -183,12 +179,18 @@ impl MigrationFlags {
 
     /// The kernel's flag word.
     pub const fn bits(self) -> u64 {
-        let mut bits = Self::STOP_COPY_BIT;
+        self.migration_flags() as u64
+    }
+
+    /// The flag word as the kernel keeps it (`unsigned int migration_flags` of
+    /// `struct vfio_device`).
+    const fn migration_flags(self) -> u32 {
+        let mut bits = VFIO_MIGRATION_STOP_COPY;
         if self.p2p {
-            bits |= Self::P2P_BIT;
+            bits |= VFIO_MIGRATION_P2P;
         }
         if self.pre_copy {
-            bits |= Self::PRE_COPY_BIT;
+            bits |= VFIO_MIGRATION_PRE_COPY;
         }
         bits
     }
@@ -203,12 +205,12 @@ impl MigrationFlags {
         self.pre_copy
     }
 
-    /// Whether a device with these flags supports `state` (never true for `ERROR`).
+    /// Whether a device with these flags supports `state`, by the kernel's `state_flags_table`
+    /// (never true for `ERROR`, which needs every bit of the kernel's 32-bit flag word; a
+    /// device whose word had all 32 bits set would pass that check for `ERROR`, but the
+    /// table's `ERROR` row and column then refuse every request involving it all the same).
     pub const fn supports(self, state: State) -> bool {
-        match state.required() {
-            None => false,
-            Some(req) => (!req.p2p || self.p2p) && (!req.pre_copy || self.pre_copy),
-        }
+        kernel_supports(self.migration_flags(), state)
     }
 }
 
@@ -226,60 +228,64 @@ impl fmt::Display for MigrationFlags {
 }
 
 /// The single arc a device with `flags` takes first when in `current` and asked for
-/// `requested`. Returns `requested` itself when the two are equal or adjacent.
+/// `requested`: Linux v6.12.117 `vfio_mig_get_next_state()`. Returns `requested` itself when
+/// the two are equal (the table's diagonal) or adjacent.
 ///
-/// Fails with [`Error::DeviceInError`] when `current` is `ERROR`, with
-/// [`Error::UnsupportedState`] when either state is not supported by `flags` (including a
-/// request for `ERROR`), and with [`Error::BlockedArc`] when the kernel refuses the request.
+/// Every refusal is the kernel's `-EINVAL`, told apart by which check refused: the one on
+/// `current` ([`Error::DeviceInError`] for `ERROR`, [`Error::UnsupportedState`] otherwise),
+/// the one on `requested` ([`Error::UnsupportedState`], including a request for `ERROR`), or
+/// the table walk reaching `ERROR` ([`Error::BlockedArc`]).
 pub fn next_step(flags: MigrationFlags, current: State, requested: State) -> Result<State> {
-    if current == State::Error {
-        return Err(Error::DeviceInError);
+    match vfio_mig_get_next_state(flags.migration_flags(), current, requested) {
+        KernelHop::Next(next) => Ok(next),
+        KernelHop::CurrentUnsupported if current.is_error() => Err(Error::DeviceInError),
+        KernelHop::CurrentUnsupported => Err(Error::UnsupportedState {
+            state: current,
+            flags,
+        }),
+        KernelHop::RequestedUnsupported => Err(Error::UnsupportedState {
+            state: requested,
+            flags,
+        }),
+        // `Spins` cannot happen: `KERNEL_RULES_TERMINATE` proves it at compile time. Were the
+        // table ever edited into a cycle, refusing is the only answer that does not hang.
+        KernelHop::ReachedError | KernelHop::Spins => Err(Error::BlockedArc {
+            from: current,
+            to: requested,
+        }),
     }
-    for state in [current, requested] {
-        if !flags.supports(state) {
-            return Err(Error::UnsupportedState { state, flags });
-        }
-    }
-    let mut next = current.table_hop(requested);
-    // Skip states the device lacks. Each table hop moves strictly closer to `requested` or to
-    // the ERROR sentinel, so the walk is bounded by the number of states; the bound below is a
-    // belt-and-braces guarantee that this never loops.
-    for _ in 0..State::ALL.len() {
-        if next == State::Error {
-            return Err(Error::BlockedArc {
-                from: current,
-                to: requested,
-            });
-        }
-        if flags.supports(next) {
-            return Ok(next);
-        }
-        next = next.table_hop(requested);
-    }
-    Err(Error::BlockedArc {
-        from: current,
-        to: requested,
-    })
 }
 
-/// Every arc, in order, that takes a device with `flags` from `from` to `to`. The returned
-/// states exclude `from` and end with `to`; the vector is empty when `from == to`.
+/// Every arc, in order, that takes a device with `flags` from `from` to `to`, as the drivers'
+/// `set_state` loop takes them when no arc fails. The returned states exclude `from` and end
+/// with `to`; the vector is empty when `from == to`.
 ///
-/// Fails like [`next_step`]; a blocked request is refused as a whole, before any arc is taken.
+/// Fails like [`next_step`]. The kernel refuses a request only at its first step (checked at
+/// compile time), so a refused request is refused as a whole, before any arc is taken.
+///
+/// When `from == to` the drivers' loop does not run at all: `mtty_set_state()` and
+/// `mlx5vf_pci_set_device_state()` succeed without consulting the table. For a state the
+/// device supports this answers the same (no arcs). A device is never in a state its flags
+/// lack, except `ERROR`, which only the pds driver enters and where it refuses every request
+/// with `-EIO` (Linux v6.12.117 `drivers/vfio/pci/pds/vfio_dev.c`,
+/// `pds_vfio_set_device_state()`); so for `from == to` this still checks the state as
+/// [`next_step`] does and refuses `ERROR` with [`Error::DeviceInError`] and an unsupported
+/// state with [`Error::UnsupportedState`], rather than report a walk that never happened.
 pub fn path(flags: MigrationFlags, from: State, to: State) -> Result<Vec<State>> {
+    if from == to {
+        next_step(flags, from, to)?;
+        return Ok(Vec::new());
+    }
     let mut steps = Vec::new();
     let mut current = from;
-    // A simple path visits each state at most once.
     while current != to {
-        if steps.len() >= State::ALL.len() {
+        // `KERNEL_RULES_TERMINATE` proves every walk ends within `MAX_ARCS`; the bound only
+        // guarantees that an edited table could not make this loop forever.
+        if steps.len() >= MAX_ARCS {
             return Err(Error::BlockedArc { from, to });
         }
         current = next_step(flags, current, to)?;
         steps.push(current);
-    }
-    // `from == to` still validates both states.
-    if steps.is_empty() {
-        next_step(flags, from, to)?;
     }
     Ok(steps)
 }
@@ -292,6 +298,7 @@ mod tests {
     fn raw_numbers_round_trip() {
         for (i, s) in State::ALL.iter().enumerate() {
             assert_eq!(s.to_raw(), i as u32);
+            assert_eq!(s.index(), i);
             assert_eq!(State::from_raw(i as u32).unwrap(), *s);
         }
         assert!(matches!(
@@ -318,10 +325,39 @@ mod tests {
     }
 
     #[test]
+    fn supported_states_follow_state_flags_table() {
+        use State::*;
+        let count = |f: MigrationFlags| State::ALL.iter().filter(|s| f.supports(**s)).count();
+        assert_eq!(count(MigrationFlags::STOP_COPY), 4);
+        assert_eq!(count(MigrationFlags::WITH_P2P), 5);
+        assert_eq!(count(MigrationFlags::WITH_PRE_COPY), 5);
+        assert_eq!(count(MigrationFlags::ALL), 7);
+        assert!(MigrationFlags::WITH_P2P.supports(RunningP2p));
+        assert!(!MigrationFlags::WITH_P2P.supports(PreCopyP2p));
+        assert!(MigrationFlags::WITH_PRE_COPY.supports(PreCopy));
+        assert!(!MigrationFlags::WITH_PRE_COPY.supports(PreCopyP2p));
+        assert!(!MigrationFlags::ALL.supports(Error));
+        // Only the all-ones word passes the ERROR check, and the table refuses it anyway.
+        assert!(kernel_supports(!0, Error));
+        assert!(matches!(
+            vfio_mig_get_next_state(!0, Error, Stop),
+            KernelHop::ReachedError
+        ));
+        assert!(matches!(
+            vfio_mig_get_next_state(!0, Stop, Error),
+            KernelHop::ReachedError
+        ));
+    }
+
+    #[test]
     fn same_state_is_empty_path() {
         assert!(path(MigrationFlags::STOP_COPY, State::Stop, State::Stop)
             .unwrap()
             .is_empty());
+        assert_eq!(
+            next_step(MigrationFlags::STOP_COPY, State::Stop, State::Stop).unwrap(),
+            State::Stop
+        );
         assert!(matches!(
             path(MigrationFlags::STOP_COPY, State::PreCopy, State::PreCopy),
             Err(Error::UnsupportedState {
@@ -329,11 +365,19 @@ mod tests {
                 ..
             })
         ));
+        assert!(matches!(
+            path(MigrationFlags::ALL, State::Error, State::Error),
+            Err(Error::DeviceInError)
+        ));
     }
 
     #[test]
-    fn stop_copy_to_pre_copy_is_blocked_not_looping() {
-        // The kernel's skip loop spins on ERROR here; we refuse.
+    fn stop_copy_to_pre_copy_is_refused_at_the_error_entry() {
+        // vfio_from_fsm_table[STOP_COPY][PRE_COPY] is ERROR: the kernel answers -EINVAL.
+        assert!(matches!(
+            vfio_mig_get_next_state(7, State::StopCopy, State::PreCopy),
+            KernelHop::ReachedError
+        ));
         assert!(matches!(
             next_step(MigrationFlags::ALL, State::StopCopy, State::PreCopy),
             Err(Error::BlockedArc {
@@ -341,5 +385,19 @@ mod tests {
                 to: State::PreCopy
             })
         ));
+    }
+
+    #[test]
+    fn a_skip_is_taken_where_the_table_names_an_unsupported_state() {
+        // vfio_from_fsm_table[RUNNING][STOP] is RUNNING_P2P; without P2P the kernel follows
+        // vfio_from_fsm_table[RUNNING_P2P][STOP], which is STOP.
+        assert_eq!(
+            next_step(MigrationFlags::STOP_COPY, State::Running, State::Stop).unwrap(),
+            State::Stop
+        );
+        assert_eq!(
+            next_step(MigrationFlags::WITH_P2P, State::Running, State::Stop).unwrap(),
+            State::RunningP2p
+        );
     }
 }

@@ -3,8 +3,9 @@
 //! The VFIO migration v2 state machine, a versioned device-state format, and an opt-in
 //! guest-cooperative migration notice that never blocks on the guest.
 //!
-//! - [`fsm`]: which single arcs take a device from its current state to a requested one, by
-//!   the kernel's table ([`next_step`], [`path`]).
+//! - [`fsm`]: which single arcs take a device from its current state to a requested one: the
+//!   kernel's `vfio_mig_get_next_state()` and the drivers' walk over it, on a transcription
+//!   of the kernel's tables ([`next_step`], [`path`]).
 //! - [`device_state`] and [`format`](mod@format): what a VMM saves for a passthrough function, and a
 //!   checksummed, versioned binary encoding whose decoder never panics.
 //! - [`driver`]: walks a `vfio-core` device along that path with QEMU's recovery rule.

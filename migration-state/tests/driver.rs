@@ -149,3 +149,57 @@ fn device_without_migration_is_refused() {
         Err(Error::NotMigratable)
     ));
 }
+
+#[test]
+fn walks_take_the_kernels_pre_copy_arcs_on_the_simulated_device() {
+    use vfio_core::sim::MigrationArc;
+    use vfio_core::MigState as M;
+    let arcs = |dev: &SimDevice| -> Vec<(M, M)> {
+        dev.migration_arcs()
+            .iter()
+            .map(|a: &MigrationArc| {
+                assert!(a.succeeded);
+                (a.from, a.to)
+            })
+            .collect()
+    };
+    let all = MigrationFeatures::P2P | MigrationFeatures::PRE_COPY;
+
+    // RUNNING -> PRE_COPY_P2P goes through RUNNING_P2P (vfio_from_fsm_table[RUNNING]
+    // [PRE_COPY_P2P] is RUNNING_P2P), and the data fd comes from its last arc.
+    let src = device(all, b"saved by the source");
+    let walked = walk_device(&src, State::PreCopyP2p, None).unwrap();
+    assert_eq!(walked.arcs, 2);
+    assert!(walked.data_fd.is_some());
+    assert_eq!(
+        arcs(&src),
+        [(M::Running, M::RunningP2p), (M::RunningP2p, M::PreCopyP2p)]
+    );
+    // PRE_COPY_P2P -> STOP_COPY is one arc; the stream continues on the PRE_COPY fd.
+    let mut fd = walked.data_fd.unwrap();
+    assert_eq!(walk_device(&src, State::StopCopy, None).unwrap().arcs, 1);
+    let mut stream = Vec::new();
+    fd.read_available(&mut stream).unwrap();
+
+    // RESUMING -> PRE_COPY is walked, not refused: STOP, RUNNING_P2P, RUNNING, PRE_COPY.
+    let dst = device(all, b"something else");
+    walk_device(&dst, State::Resuming, None)
+        .unwrap()
+        .data_fd
+        .unwrap()
+        .write_all(&stream)
+        .unwrap();
+    let before = arcs(&dst).len();
+    let walked = walk_device(&dst, State::PreCopy, None).unwrap();
+    assert_eq!(walked.arcs, 4);
+    assert_eq!(
+        arcs(&dst).get(before..).unwrap(),
+        [
+            (M::Resuming, M::Stop),
+            (M::Stop, M::RunningP2p),
+            (M::RunningP2p, M::Running),
+            (M::Running, M::PreCopy),
+        ]
+    );
+    assert_eq!(state_of(&dst), State::PreCopy);
+}

@@ -1,318 +1,356 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Exhaustive check of the state machine against the kernel's table, written out here as data.
+//! Exhaustive check of the state machine against the kernel: Linux v6.12.117.
 //!
-//! The expected paths are computed in this file, from two independent descriptions:
-//! 1. the kernel's next-hop table (`vfio_from_fsm_table`) and its per-state feature table,
-//!    walked one hop at a time, skipping unsupported states and stopping at ERROR;
-//! 2. the list of direct arcs each flag set allows (from the uAPI documentation), searched
-//!    breadth-first, to confirm every walk is a shortest path made of real arcs.
+//! The expectations come from [`kernel_oracle`], a reimplementation of the kernel's
+//! `vfio_mig_get_next_state()` and of the drivers' set_state loop over a literal transcription
+//! of the kernel's tables, written from the kernel source and not from `fsm.rs`. Every
+//! (features, current, requested) combination of the four feature sets the kernel accepts
+//! (`STOP_COPY` mandatory, `P2P` and `PRE_COPY` optional) is checked, for `next_step` (one call
+//! of `vfio_mig_get_next_state()`) and for `path` (the whole walk, arc by arc).
 //!
-//! Neither calls the crate's `next_step`/`path`.
+//! # What the previous implementation got wrong
+//!
+//! Its next-hop table was a hand-written `match`, and the table in this test was written from
+//! the same understanding, so the two agreed with each other and not with Linux. Run against
+//! this oracle (on commit 6d67465, before the rewrite), it differed on exactly these requests:
+//!
+//! | features | from -> to | kernel | old implementation |
+//! |---|---|---|---|
+//! | STOP_COPY\|P2P\|PRE_COPY | RUNNING -> PRE_COPY_P2P | RUNNING_P2P, PRE_COPY_P2P | PRE_COPY, PRE_COPY_P2P |
+//! | STOP_COPY\|P2P\|PRE_COPY | RESUMING -> PRE_COPY | STOP, RUNNING_P2P, RUNNING, PRE_COPY | refused (`BlockedArc`) |
+//! | STOP_COPY\|P2P\|PRE_COPY | RESUMING -> PRE_COPY_P2P | STOP, RUNNING_P2P, PRE_COPY_P2P | refused (`BlockedArc`) |
+//! | STOP_COPY\|PRE_COPY | RESUMING -> PRE_COPY | STOP, RUNNING, PRE_COPY | refused (`BlockedArc`) |
+//!
+//! The kernel's `vfio_from_fsm_table[RUNNING][PRE_COPY_P2P]` is `RUNNING_P2P` (the old code
+//! had `PRE_COPY`), and its `RESUMING` row sends `PRE_COPY` and `PRE_COPY_P2P` to `STOP`
+//! (the old code had `ERROR`); only the `STOP_COPY` row blocks them.
+//! [`pairs_the_old_implementation_got_wrong`] pins these four.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::VecDeque;
+mod kernel_oracle;
 
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt::Debug;
+
+use kernel_oracle::*;
 use migration_state::{next_step, path, Error, MigrationFlags, State};
 
-// Kernel numbering.
-const ERROR: usize = 0;
-const STOP: usize = 1;
-const RUNNING: usize = 2;
-const STOP_COPY: usize = 3;
-const RESUMING: usize = 4;
-const RUNNING_P2P: usize = 5;
-const PRE_COPY: usize = 6;
-const PRE_COPY_P2P: usize = 7;
-
-/// `KERNEL_NEXT[from][to]`: the next hop the kernel's table names, before skipping.
-/// Columns are in kernel numbering: ERROR, STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P,
-/// PRE_COPY, PRE_COPY_P2P.
-const KERNEL_NEXT: [[usize; 8]; 8] = [
-    // from ERROR: everything is ERROR
-    [ERROR, ERROR, ERROR, ERROR, ERROR, ERROR, ERROR, ERROR],
-    // from STOP
-    [
-        ERROR,
-        STOP,
-        RUNNING_P2P,
-        STOP_COPY,
-        RESUMING,
-        RUNNING_P2P,
-        RUNNING_P2P,
-        RUNNING_P2P,
-    ],
-    // from RUNNING
-    [
-        ERROR,
-        RUNNING_P2P,
-        RUNNING,
-        RUNNING_P2P,
-        RUNNING_P2P,
-        RUNNING_P2P,
-        PRE_COPY,
-        PRE_COPY,
-    ],
-    // from STOP_COPY
-    [ERROR, STOP, STOP, STOP_COPY, STOP, STOP, ERROR, ERROR],
-    // from RESUMING
-    [ERROR, STOP, STOP, STOP, RESUMING, STOP, ERROR, ERROR],
-    // from RUNNING_P2P
-    [
-        ERROR,
-        STOP,
-        RUNNING,
-        STOP,
-        STOP,
-        RUNNING_P2P,
-        RUNNING,
-        PRE_COPY_P2P,
-    ],
-    // from PRE_COPY
-    [
-        ERROR,
-        RUNNING,
-        RUNNING,
-        PRE_COPY_P2P,
-        RUNNING,
-        RUNNING,
-        PRE_COPY,
-        PRE_COPY_P2P,
-    ],
-    // from PRE_COPY_P2P
-    [
-        ERROR,
-        RUNNING_P2P,
-        RUNNING_P2P,
-        STOP_COPY,
-        RUNNING_P2P,
-        RUNNING_P2P,
-        PRE_COPY,
-        PRE_COPY_P2P,
-    ],
-];
-
-// Feature bits.
-const F_STOP_COPY: u64 = 1;
-const F_P2P: u64 = 2;
-const F_PRE_COPY: u64 = 4;
-
-/// The kernel's `state_flags_table`: features a state needs. ERROR needs every bit (never met).
-const KERNEL_NEEDS: [u64; 8] = [
-    u64::MAX,
-    F_STOP_COPY,
-    F_STOP_COPY,
-    F_STOP_COPY,
-    F_STOP_COPY,
-    F_STOP_COPY | F_P2P,
-    F_STOP_COPY | F_PRE_COPY,
-    F_STOP_COPY | F_P2P | F_PRE_COPY,
-];
-
-const FLAG_SETS: [u64; 4] = [
-    F_STOP_COPY,
-    F_STOP_COPY | F_P2P,
-    F_STOP_COPY | F_PRE_COPY,
-    F_STOP_COPY | F_P2P | F_PRE_COPY,
-];
-
-#[derive(Debug, PartialEq, Eq)]
-enum Expected {
-    Path(Vec<usize>),
-    Unsupported,
-    InError,
-    Blocked,
+fn st(raw: u32) -> State {
+    State::from_raw(raw).unwrap()
 }
 
-fn supported(flags: u64, s: usize) -> bool {
-    KERNEL_NEEDS[s] & flags == KERNEL_NEEDS[s]
+fn crate_flags(migration_flags: u32) -> MigrationFlags {
+    MigrationFlags::from_bits(u64::from(migration_flags)).unwrap()
 }
 
-/// The kernel's walk, with the ERROR fix: stop instead of looping on the sentinel.
-fn kernel_walk(flags: u64, from: usize, to: usize) -> Expected {
-    if from == ERROR {
-        return Expected::InError;
-    }
-    if !supported(flags, from) || !supported(flags, to) {
-        return Expected::Unsupported;
-    }
-    let mut out = Vec::new();
-    let mut cur = from;
-    while cur != to {
-        let mut next = KERNEL_NEXT[cur][to];
-        while next != ERROR && !supported(flags, next) {
-            next = KERNEL_NEXT[next][to];
+/// The crate's refusal for the kernel's `-EINVAL` at `check`, for the request `cur -> new`.
+fn refusal_matches(got: &Error, check: Einval, cur: u32, new: u32) -> bool {
+    match check {
+        Einval::CurFsm if cur == VFIO_DEVICE_STATE_ERROR => matches!(got, Error::DeviceInError),
+        Einval::CurFsm => {
+            matches!(got, Error::UnsupportedState { state, .. } if *state == st(cur))
         }
-        if next == ERROR {
-            return Expected::Blocked;
+        Einval::NewFsm => {
+            matches!(got, Error::UnsupportedState { state, .. } if *state == st(new))
         }
-        out.push(next);
-        cur = next;
-        assert!(out.len() <= 8, "reference walk loops");
-    }
-    Expected::Path(out)
-}
-
-/// Direct arcs a device with `flags` implements (uAPI documentation in `linux/vfio.h`).
-fn arcs(flags: u64) -> Vec<(usize, usize)> {
-    let p2p = flags & F_P2P != 0;
-    let pre = flags & F_PRE_COPY != 0;
-    let mut a = vec![
-        (STOP, if p2p { RUNNING_P2P } else { RUNNING }),
-        (STOP, STOP_COPY),
-        (STOP, RESUMING),
-        (RUNNING, if p2p { RUNNING_P2P } else { STOP }),
-        (STOP_COPY, STOP),
-        (RESUMING, STOP),
-    ];
-    if p2p {
-        a.extend([(RUNNING_P2P, RUNNING), (RUNNING_P2P, STOP)]);
-    }
-    if pre {
-        a.extend([
-            (RUNNING, PRE_COPY),
-            (PRE_COPY, RUNNING),
-            (PRE_COPY, if p2p { PRE_COPY_P2P } else { STOP_COPY }),
-        ]);
-        if p2p {
-            a.extend([
-                (RUNNING_P2P, PRE_COPY_P2P),
-                (PRE_COPY_P2P, RUNNING_P2P),
-                (PRE_COPY_P2P, PRE_COPY),
-                (PRE_COPY_P2P, STOP_COPY),
-            ]);
+        Einval::NextIsError => {
+            matches!(got, Error::BlockedArc { from, to } if *from == st(cur) && *to == st(new))
         }
     }
-    a
 }
 
-/// Shortest number of arcs from `from` to `to`, or None.
-fn bfs_len(flags: u64, from: usize, to: usize) -> Option<usize> {
-    let a = arcs(flags);
-    let mut dist = [usize::MAX; 8];
-    dist[from] = 0;
-    let mut q = VecDeque::from([from]);
-    while let Some(s) = q.pop_front() {
-        for &(x, y) in &a {
-            if x == s && dist[y] == usize::MAX {
-                dist[y] = dist[s] + 1;
-                q.push_back(y);
-            }
-        }
-    }
-    (dist[to] != usize::MAX).then_some(dist[to])
-}
-
-fn st(i: usize) -> State {
-    State::from_raw(i as u32).unwrap()
-}
-
-#[test]
-fn every_state_pair_and_flag_set_matches_the_kernel() {
-    let mut checked = 0;
-    let mut paths = 0;
-    let mut blocked = 0;
-    for flags in FLAG_SETS {
-        let mf = MigrationFlags::from_bits(flags).unwrap();
-        for from in 0..8 {
-            for to in 0..8 {
-                let expected = kernel_walk(flags, from, to);
-                let got = path(mf, st(from), st(to));
-                let first = next_step(mf, st(from), st(to));
-                match &expected {
-                    Expected::Path(p) => {
-                        let got =
-                            got.unwrap_or_else(|e| panic!("{mf}: {} -> {}: {e}", st(from), st(to)));
-                        let got: Vec<usize> = got.iter().map(|s| s.to_raw() as usize).collect();
-                        assert_eq!(&got, p, "{mf}: {} -> {}", st(from), st(to));
-                        let want_first = p.first().copied().unwrap_or(to);
-                        assert_eq!(first.unwrap().to_raw() as usize, want_first);
-                        // Each hop is a real arc for this flag set, and the walk is shortest.
-                        let a = arcs(flags);
-                        let mut prev = from;
-                        for &s in p {
-                            assert!(a.contains(&(prev, s)), "{prev} -> {s} is not an arc");
-                            assert!(supported(flags, s));
-                            prev = s;
-                        }
-                        assert_eq!(Some(p.len()), bfs_len(flags, from, to));
-                        paths += 1;
-                    }
-                    Expected::Unsupported => {
-                        assert!(
-                            matches!(got, Err(Error::UnsupportedState { .. })),
-                            "{got:?}"
-                        );
-                        assert!(matches!(first, Err(Error::UnsupportedState { .. })));
-                    }
-                    Expected::InError => {
-                        assert!(matches!(got, Err(Error::DeviceInError)));
-                        assert!(matches!(first, Err(Error::DeviceInError)));
-                    }
-                    Expected::Blocked => {
-                        assert!(
-                            matches!(got, Err(Error::BlockedArc { from: f, to: t }) if f == st(from) && t == st(to)),
-                            "{got:?}"
-                        );
-                        assert!(matches!(first, Err(Error::BlockedArc { .. })));
-                        blocked += 1;
-                    }
-                }
-                checked += 1;
-            }
-        }
-    }
-    assert_eq!(checked, 4 * 8 * 8);
-    // Supported states per flag set: 4, 5, 5, 7 (ERROR never), so 16+25+25+49 pairs, minus
-    // the blocked ones: none, none, STOP_COPY/RESUMING -> PRE_COPY (2), and those to
-    // PRE_COPY and PRE_COPY_P2P (4).
-    assert_eq!(blocked, 2 + 4);
-    assert_eq!(paths, 16 + 25 + 25 + 49 - blocked);
-}
-
-#[test]
-fn blocked_requests_are_refused_not_spun() {
-    for (from, to) in [
-        (State::StopCopy, State::PreCopy),
-        (State::StopCopy, State::PreCopyP2p),
-        (State::Resuming, State::PreCopy),
-        (State::Resuming, State::PreCopyP2p),
-    ] {
-        let r = path(MigrationFlags::ALL, from, to);
-        assert!(
-            matches!(r, Err(Error::BlockedArc { from: f, to: t }) if f == from && t == to),
-            "{from} -> {to}: {r:?}"
-        );
-    }
-    // Requesting ERROR is never valid, nor is leaving it.
-    assert!(matches!(
-        path(MigrationFlags::ALL, State::Running, State::Error),
-        Err(Error::UnsupportedState {
-            state: State::Error,
-            ..
+/// Every (features, current, requested) combination of the four feature sets, with the
+/// crate's flags for the features.
+fn every_request() -> impl Iterator<Item = (u32, MigrationFlags, u32, u32)> {
+    FEATURE_SETS.into_iter().flat_map(|flags| {
+        (0..VFIO_DEVICE_NUM_STATES).flat_map(move |cur| {
+            (0..VFIO_DEVICE_NUM_STATES).map(move |new| (flags, crate_flags(flags), cur, new))
         })
-    ));
-    assert!(matches!(
-        path(MigrationFlags::ALL, State::Error, State::Stop),
-        Err(Error::DeviceInError)
-    ));
+    })
+}
+
+/// The assertion message for a request: what the kernel answered and what the crate did.
+fn describe(
+    mf: MigrationFlags,
+    from: u32,
+    to: u32,
+    kernel: &impl Debug,
+    got: &impl Debug,
+) -> String {
+    format!(
+        "{mf}: {} -> {}: kernel {kernel:?}, got {got:?}",
+        st(from),
+        st(to)
+    )
 }
 
 #[test]
-fn no_path_revisits_a_state() {
-    for flags in MigrationFlags::EVERY_SET {
-        for from in State::ALL {
-            for to in State::ALL {
-                if let Ok(p) = path(flags, from, to) {
-                    let mut seen = vec![from];
-                    for s in &p {
-                        assert!(!seen.contains(s), "{flags}: {from} -> {to} loops: {p:?}");
-                        seen.push(*s);
-                    }
-                    assert!(p.len() < State::ALL.len());
+fn next_step_is_vfio_mig_get_next_state() {
+    let (mut ok, mut cur_refused, mut new_refused, mut blocked) = (0, 0, 0, 0);
+    for (flags, mf, cur, new) in every_request() {
+        let want = vfio_mig_get_next_state(flags, cur, new);
+        let got = next_step(mf, st(cur), st(new));
+        let what = describe(mf, cur, new, &want, &got);
+        match want {
+            Ok(next) => {
+                assert_eq!(got.unwrap().to_raw(), next, "{what}");
+                ok += 1;
+            }
+            Err(check) => {
+                assert!(
+                    refusal_matches(&got.unwrap_err(), check, cur, new),
+                    "{what}"
+                );
+                match check {
+                    Einval::CurFsm => cur_refused += 1,
+                    Einval::NewFsm => new_refused += 1,
+                    Einval::NextIsError => blocked += 1,
                 }
             }
+        }
+    }
+    // Supported states per set (state_flags_table): 4, 5, 5 and 7 of the 8.
+    let supported_pairs = 4 * 4 + 5 * 5 + 5 * 5 + 7 * 7;
+    // Only STOP_COPY -> PRE_COPY and STOP_COPY -> PRE_COPY_P2P reach ERROR, and each needs
+    // its target supported: one pair with PRE_COPY alone, two with both.
+    assert_eq!(blocked, 1 + 2);
+    assert_eq!(ok, supported_pairs - blocked);
+    // A current state the set lacks (4, 3, 3 and 1 of them), with any of the 8 requests.
+    assert_eq!(cur_refused, 8 * (4 + 3 + 3 + 1));
+    // A supported current state with a requested state the set lacks.
+    assert_eq!(new_refused, 4 * 4 + 5 * 3 + 5 * 3 + 7);
+    assert_eq!(ok + cur_refused + new_refused + blocked, 4 * 8 * 8);
+}
+
+#[test]
+fn path_is_the_drivers_loop() {
+    let mut walked = 0;
+    let mut same_state_refusals = 0;
+    for (flags, mf, from, to) in every_request() {
+        let want = set_state(flags, from, to);
+        let got = path(mf, st(from), st(to));
+        let what = describe(mf, from, to, &want, &got);
+        if from == to && !supported(flags, from) {
+            // The drivers' loop never runs for from == to. A device is never in a state its
+            // flags lack except ERROR (only pds enters it, and refuses every request there
+            // with EIO); path refuses these, as documented.
+            assert!(want.arcs.is_empty() && want.refused.is_none(), "{what}");
+            let e = got.unwrap_err();
+            assert!(refusal_matches(&e, Einval::CurFsm, from, to), "{what}");
+            same_state_refusals += 1;
+            continue;
+        }
+        match want.refused {
+            None => {
+                let got: Vec<u32> = got.unwrap().iter().map(|s| s.to_raw()).collect();
+                assert_eq!(got, want.arcs, "{what}");
+                walked += 1;
+            }
+            Some(check) => {
+                // The kernel refuses only before the first arc, so refusing the whole
+                // request up front is what the device would see.
+                assert!(want.arcs.is_empty(), "refused midway: {what}");
+                assert!(
+                    refusal_matches(&got.unwrap_err(), check, from, to),
+                    "{what}"
+                );
+            }
+        }
+    }
+    assert_eq!(walked, (4 * 4 + 5 * 5 + 5 * 5 + 7 * 7) - 3);
+    assert_eq!(same_state_refusals, 4 + 3 + 3 + 1);
+}
+
+/// Shortest number of `arcs` from `from` to `to`.
+fn shortest(arcs: &BTreeSet<(u32, u32)>, from: u32, to: u32) -> Option<usize> {
+    let mut dist = [usize::MAX; N];
+    dist[from as usize] = 0;
+    let mut queue = VecDeque::from([from]);
+    while let Some(s) = queue.pop_front() {
+        for &(a, b) in arcs {
+            if a == s && dist[b as usize] == usize::MAX {
+                dist[b as usize] = dist[s as usize] + 1;
+                queue.push_back(b);
+            }
+        }
+    }
+    (dist[to as usize] != usize::MAX).then_some(dist[to as usize])
+}
+
+#[test]
+fn every_arc_walked_is_one_the_kernel_requires_and_walks_are_shortest() {
+    for flags in FEATURE_SETS {
+        let mf = crate_flags(flags);
+        let required = required_arcs(flags);
+        let mut used = BTreeSet::new();
+        for from in (0..VFIO_DEVICE_NUM_STATES).filter(|s| supported(flags, *s)) {
+            for to in 0..VFIO_DEVICE_NUM_STATES {
+                let Ok(steps) = path(mf, st(from), st(to)) else {
+                    continue;
+                };
+                let mut prev = from;
+                for s in &steps {
+                    let arc = (prev, s.to_raw());
+                    assert!(
+                        required.contains(&arc),
+                        "{mf}: {} -> {}: arc {} -> {s} is not one a driver implements",
+                        st(from),
+                        st(to),
+                        st(prev)
+                    );
+                    used.insert(arc);
+                    prev = s.to_raw();
+                }
+                assert_eq!(Some(steps.len()), shortest(&required, from, to), "{mf}");
+            }
+        }
+        // And every arc the comment requires is one some request takes.
+        assert_eq!(used, required, "{mf}");
+    }
+}
+
+#[test]
+fn all_features_paths_are_the_kernels_listed_combinations() {
+    let all = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P | VFIO_MIGRATION_PRE_COPY;
+    let mf = crate_flags(all);
+    let listed: BTreeSet<Vec<u32>> = COMBINATIONS_ALL_FEATURES
+        .iter()
+        .map(|t| walk_of(t))
+        .collect();
+    assert_eq!(listed.len(), 25);
+    let blocked: BTreeSet<Vec<u32>> = BLOCKED_ALL_FEATURES.iter().map(|t| walk_of(t)).collect();
+    let (mut multi, mut refused, mut direct) = (BTreeSet::new(), BTreeSet::new(), 0);
+    for from in (0..VFIO_DEVICE_NUM_STATES).filter(|s| supported(all, *s)) {
+        for to in (0..VFIO_DEVICE_NUM_STATES).filter(|s| supported(all, *s) && *s != from) {
+            match path(mf, st(from), st(to)) {
+                Ok(steps) if steps.len() == 1 => direct += 1,
+                Ok(steps) => {
+                    let mut walk = vec![from];
+                    walk.extend(steps.iter().map(|s| s.to_raw()));
+                    multi.insert(walk);
+                }
+                Err(Error::BlockedArc { .. }) => {
+                    refused.insert(vec![from, to]);
+                }
+                Err(e) => panic!("{} -> {}: {e}", st(from), st(to)),
+            }
+        }
+    }
+    assert_eq!(multi, listed);
+    assert_eq!(refused, blocked);
+    assert_eq!(direct, required_arcs(all).len());
+    assert_eq!(direct + multi.len() + refused.len(), 7 * 6);
+}
+
+#[test]
+fn pairs_the_old_implementation_got_wrong() {
+    use State::*;
+    let all = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P | VFIO_MIGRATION_PRE_COPY;
+    let pre_copy = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_PRE_COPY;
+    let cases = [
+        (all, Running, PreCopyP2p, vec![RunningP2p, PreCopyP2p]),
+        (
+            all,
+            Resuming,
+            PreCopy,
+            vec![Stop, RunningP2p, Running, PreCopy],
+        ),
+        (
+            all,
+            Resuming,
+            PreCopyP2p,
+            vec![Stop, RunningP2p, PreCopyP2p],
+        ),
+        (pre_copy, Resuming, PreCopy, vec![Stop, Running, PreCopy]),
+    ];
+    for (word, from, to, want) in cases {
+        let flags = crate_flags(word);
+        let oracle: Vec<State> = set_state(word, from.to_raw(), to.to_raw())
+            .arcs
+            .into_iter()
+            .map(st)
+            .collect();
+        assert_eq!(oracle, want, "oracle, {flags}: {from} -> {to}");
+        assert_eq!(
+            path(flags, from, to).unwrap(),
+            want,
+            "{flags}: {from} -> {to}"
+        );
+        assert_eq!(next_step(flags, from, to).unwrap(), want[0]);
+    }
+}
+
+#[test]
+fn unknown_flag_bits_change_no_verdict() {
+    // The kernel's checks look only at state_flags_table's bits; other bits of the device's
+    // word change nothing, except that the all-ones word lets ERROR pass the flags check, where
+    // the table's ERROR row and column refuse instead.
+    for base in FEATURE_SETS {
+        for extra in [0, 1 << 3, 1 << 31, !7u32] {
+            let word = base | extra;
+            let mf = MigrationFlags::from_bits(u64::from(word)).unwrap();
+            assert_eq!(mf, crate_flags(base));
+            for from in 0..VFIO_DEVICE_NUM_STATES {
+                for to in 0..VFIO_DEVICE_NUM_STATES {
+                    let kernel = vfio_mig_get_next_state(word, from, to);
+                    let plain = vfio_mig_get_next_state(base, from, to);
+                    assert_eq!(kernel.is_ok(), plain.is_ok(), "{word:#x}: {from} -> {to}");
+                    match kernel {
+                        Ok(next) => assert_eq!(next_step(mf, st(from), st(to)).unwrap(), st(next)),
+                        Err(_) => assert!(next_step(mf, st(from), st(to)).is_err()),
+                    }
+                }
+            }
+        }
+    }
+    // Without STOP_COPY no state is valid: the kernel refuses every request (and the crate
+    // refuses the flags).
+    for word in [0, VFIO_MIGRATION_P2P, VFIO_MIGRATION_PRE_COPY, 6] {
+        assert!(MigrationFlags::from_bits(u64::from(word)).is_err());
+        for from in 0..VFIO_DEVICE_NUM_STATES {
+            for to in 0..VFIO_DEVICE_NUM_STATES {
+                assert_eq!(vfio_mig_get_next_state(word, from, to), Err(Einval::CurFsm));
+            }
+        }
+    }
+    // A state number past the table is refused by the range check, as from_raw refuses it.
+    assert_eq!(
+        vfio_mig_get_next_state(7, VFIO_DEVICE_STATE_RUNNING, VFIO_DEVICE_NUM_STATES),
+        Err(Einval::NewFsm)
+    );
+    assert!(State::from_raw(VFIO_DEVICE_NUM_STATES).is_err());
+}
+
+#[test]
+fn the_kernel_stops_at_the_error_entry_and_never_spins() {
+    // REFERENCE.md claimed the kernel's skip loop can spin forever on the ERROR sentinel. Its
+    // condition tests `*next_fsm != VFIO_DEVICE_STATE_ERROR` first, so it cannot: for every
+    // flag word (all combinations of the three known bits, and all ones) and every pair the
+    // oracle's loop ends (it panics past SPIN_GUARD skips), and reaching ERROR is -EINVAL.
+    let words = [0, 1, 2, 3, 4, 5, 6, 7, !0u32];
+    let mut next_is_error = 0;
+    for word in words {
+        for cur in 0..VFIO_DEVICE_NUM_STATES {
+            for new in 0..VFIO_DEVICE_NUM_STATES {
+                if vfio_mig_get_next_state(word, cur, new) == Err(Einval::NextIsError) {
+                    next_is_error += 1;
+                }
+            }
+            for new in 0..VFIO_DEVICE_NUM_STATES {
+                let _ = set_state(word, cur, new);
+            }
+        }
+    }
+    // Words with STOP_COPY|PRE_COPY: STOP_COPY -> PRE_COPY (words 5, 7: 2); with P2P too,
+    // STOP_COPY -> PRE_COPY_P2P (word 7: 1). The all-ones word: the same 2, plus every
+    // request from or to ERROR (8 + 8 - 1), all refused at the ERROR entry.
+    assert_eq!(next_is_error, 2 + 1 + 2 + 15);
+    for flags in MigrationFlags::EVERY_SET {
+        for s in State::ALL {
+            assert!(path(flags, State::Error, s).is_err());
+            assert!(path(flags, s, State::Error).is_err());
         }
     }
 }
