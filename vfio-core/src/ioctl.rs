@@ -125,6 +125,8 @@ mod kernel {
     ioctl_io_nr!(VFIO_DEVICE_SET_IRQS, b::VFIO_TYPE as u32, b::VFIO_BASE + 10);
     ioctl_io_nr!(VFIO_DEVICE_RESET, b::VFIO_TYPE as u32, b::VFIO_BASE + 11);
     ioctl_io_nr!(VFIO_IOMMU_GET_INFO, b::VFIO_TYPE as u32, b::VFIO_BASE + 12);
+    ioctl_io_nr!(VFIO_IOMMU_MAP_DMA, b::VFIO_TYPE as u32, b::VFIO_BASE + 13);
+    ioctl_io_nr!(VFIO_IOMMU_UNMAP_DMA, b::VFIO_TYPE as u32, b::VFIO_BASE + 14);
     ioctl_io_nr!(VFIO_DEVICE_FEATURE, b::VFIO_TYPE as u32, b::VFIO_BASE + 17);
 
     fn check(ret: i32) -> io::Result<()> {
@@ -170,6 +172,45 @@ mod kernel {
     /// capability chain) encoded in `arg`; the kernel writes it back.
     pub(crate) fn iommu_get_info(container: &File, arg: &mut [u8]) -> io::Result<()> {
         writable_ioctl(container, VFIO_IOMMU_GET_INFO(), arg, 16)
+    }
+
+    /// `VFIO_IOMMU_MAP_DMA` of `[iova, iova + size)` to `vaddr`, read and write.
+    ///
+    /// # Safety
+    ///
+    /// The device may access `[vaddr, vaddr + size)` until it is unmapped (see
+    /// `dma::Type1::map_dma`); the caller keeps that memory mapped and free of references.
+    pub(crate) unsafe fn iommu_map_dma(
+        container: &File,
+        iova: u64,
+        size: u64,
+        vaddr: u64,
+    ) -> io::Result<()> {
+        let map = b::vfio_iommu_type1_dma_map {
+            argsz: std::mem::size_of::<b::vfio_iommu_type1_dma_map>() as u32,
+            flags: b::VFIO_DMA_MAP_FLAG_READ | b::VFIO_DMA_MAP_FLAG_WRITE,
+            vaddr,
+            iova,
+            size,
+        };
+        // SAFETY: the kernel reads `map`, a valid vfio_iommu_type1_dma_map whose argsz is its
+        // size; what it then does with `vaddr` the caller has vouched for.
+        check(unsafe { ioctl_with_ptr(container, VFIO_IOMMU_MAP_DMA(), &map) })
+    }
+
+    /// `VFIO_IOMMU_UNMAP_DMA` of `[iova, iova + size)`: the bytes the kernel unmapped.
+    pub(crate) fn iommu_unmap_dma(container: &File, iova: u64, size: u64) -> io::Result<u64> {
+        let mut unmap = b::vfio_iommu_type1_dma_unmap {
+            argsz: std::mem::size_of::<b::vfio_iommu_type1_dma_unmap>() as u32,
+            flags: 0,
+            iova,
+            size,
+            ..Default::default()
+        };
+        // SAFETY: `unmap` is a valid, writable vfio_iommu_type1_dma_unmap whose argsz is its
+        // size (no bitmap follows: flags is 0); the kernel writes back `size`.
+        check(unsafe { ioctl_with_mut_ptr(container, VFIO_IOMMU_UNMAP_DMA(), &mut unmap) })?;
+        Ok(unmap.size)
     }
 
     /// `VFIO_GROUP_GET_STATUS`.

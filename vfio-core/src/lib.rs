@@ -42,6 +42,7 @@
 //! ```
 
 pub mod device;
+pub mod dma;
 mod error;
 pub mod info;
 mod ioctl;
@@ -56,12 +57,13 @@ pub mod msix;
 pub mod sim;
 
 pub use device::{VfioDevice, VfioMigration};
+pub use dma::{
+    DirtyTrackingInfo, DmaMapping, DmaTable, IommuInfo, IovaRange, Type1, VfioContainer,
+};
 pub use error::{Error, Result};
 pub use info::{DeviceInfo, IrqInfo, RegionInfo};
 pub use irq_set::{IrqAction, IrqData, IrqSet};
 #[cfg(feature = "kernel")]
-pub use kernel::{
-    Container, DeviceAddress, DirtyTrackingInfo, Group, IommuInfo, IovaRange, KernelDevice, Uuid,
-};
+pub use kernel::{Container, DeviceAddress, Group, KernelDevice, Uuid};
 pub use migration::{DataChunk, MigState, MigrationDataFd, MigrationFeatures};
 pub use msix::{MsixTriggers, TriggerUpdate};

@@ -31,6 +31,7 @@
 //!   other file (a device node, a pipe, a socket, a regular file) is refused as the kernel does.
 
 mod builder;
+mod iommu;
 mod irq;
 mod migration;
 
@@ -51,6 +52,7 @@ use crate::irq_set::IrqSet;
 use crate::migration::{MigState, MigrationDataFd, MigrationFeatures};
 
 pub use builder::{MsixMode, MsixPlacement, SimDeviceBuilder, SIM_MAX_BLOB};
+pub use iommu::{lab_iommu_info, SimContainer, SimGroup, SimIommuCounters};
 pub use irq::RaiseOutcome;
 pub use migration::{ArcFailure, MigrationArc};
 

@@ -71,6 +71,7 @@ type SuiteSpec = (&'static str, &'static str, u32, &'static str);
 /// The lab suites, in the order the guest runs them.
 const SUITES: &[SuiteSpec] = &[
     ("vfio-core", "lab_open", 300, ""),
+    ("vfio-core", "lab_iommu", 120, ""),
     // Prints the config spaces the simulator's lab profiles are built from.
     ("vfio-core", "lab_fixtures", 120, "--nocapture"),
 ];

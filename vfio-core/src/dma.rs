@@ -1,0 +1,310 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! DMA: guest memory mapped into a VM's IO address space so its passed-through devices can
+//! reach it.
+//!
+//! A VM has one container ([`VfioContainer`]): the kernel's type1v2 `Container`
+//! (feature `kernel`) or the simulator's `SimContainer` (feature `sim`). The VMM hands it
+//! guest memory regions (vm-memory's [`GuestRegionMmap`], IOVA = guest physical address); the
+//! container keeps them in a table, maps them whenever its IOMMU is set (the kernel sets it
+//! when the first group joins and drops it, with every mapping, when the last group leaves:
+//! the table is mapped again on the next join) and checks each against the rules the kernel
+//! would apply before asking it, so a refusal is a typed error that names the reason.
+//!
+//! The raw type1 operations underneath ([`Type1`]) are what both backends implement with the
+//! kernel's semantics (Linux v6.12.117 drivers/vfio/vfio_iommu_type1.c): any overlap with a
+//! mapping is EEXIST, an IOVA, size or address not aligned to the smallest IOMMU page is
+//! EINVAL, an IOVA outside every reported range is EINVAL, and a type1v2 unmap that starts or
+//! ends inside a mapping is EINVAL (mappings are never split).
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use vm_memory::{GuestMemoryRegion, GuestRegionMmap};
+
+use crate::error::{Error, Result};
+
+/// One range of IO virtual addresses the IOMMU can map (`struct vfio_iova_range`, both ends
+/// inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IovaRange {
+    /// First address.
+    pub start: u64,
+    /// Last address (inclusive).
+    pub end: u64,
+}
+
+impl IovaRange {
+    /// Whether `[iova, iova + size)` lies inside this range.
+    pub fn contains(&self, iova: u64, size: u64) -> bool {
+        size != 0
+            && iova >= self.start
+            && iova
+                .checked_add(size - 1)
+                .is_some_and(|last| last <= self.end)
+    }
+}
+
+/// What `VFIO_IOMMU_GET_INFO` reports for a type1 container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IommuInfo {
+    /// Bitmap of supported IOMMU page sizes (`iova_pgsizes`).
+    pub page_sizes: u64,
+    /// Usable IOVA ranges (`VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE`); `None` when the kernel does
+    /// not report them (any IOVA is then allowed).
+    pub iova_ranges: Option<Vec<IovaRange>>,
+    /// Dirty-page tracking (`VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION`): supported page sizes for the
+    /// dirty bitmap and the largest bitmap, in bytes, one `GET_BITMAP` may ask for.
+    pub dirty_tracking: Option<DirtyTrackingInfo>,
+    /// How many more DMA mappings the container accepts (`VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL`).
+    pub dma_avail: Option<u32>,
+}
+
+/// The type1 IOMMU's dirty-tracking capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirtyTrackingInfo {
+    /// The capability's flags.
+    pub flags: u32,
+    /// Bitmap of page sizes a dirty bitmap may be asked in.
+    pub page_sizes: u64,
+    /// Largest dirty bitmap, in bytes, one request may ask for.
+    pub max_bitmap_bytes: u64,
+}
+
+impl IommuInfo {
+    /// The smallest IOMMU page size (the alignment of every DMA mapping).
+    pub fn min_page_size(&self) -> u64 {
+        if self.page_sizes == 0 {
+            4096
+        } else {
+            1 << self.page_sizes.trailing_zeros()
+        }
+    }
+}
+
+/// One guest memory region in a container's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaMapping {
+    /// IO virtual address (the region's guest physical address).
+    pub iova: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Whether the IOMMU holds it now (false while no group is attached).
+    pub live: bool,
+}
+
+/// A VM's IO address space, as the VMM uses it. Implemented by the kernel's `Container` and
+/// the simulator's `SimContainer`.
+pub trait VfioContainer: Send + Sync + Debug {
+    /// What the IOMMU reports (`VFIO_IOMMU_GET_INFO`); EINVAL while no group is attached.
+    fn iommu_info(&self) -> Result<IommuInfo>;
+
+    /// Add a guest memory region at its guest physical address: checked against every region
+    /// already in the table and, once the IOMMU is set, against its page size and IOVA ranges,
+    /// then mapped read/write if a group is attached. The container keeps the region's
+    /// mapping alive until it is removed. A refused region leaves the table as it was.
+    fn map_guest_region(&self, region: &GuestRegionMmap) -> Result<()>;
+
+    /// Remove the region that starts at `gpa` (memory hot-unplug): unmapped from the IOMMU if
+    /// it is live, then dropped from the table.
+    fn unmap_guest_region(&self, gpa: u64) -> Result<()>;
+
+    /// The table, in IOVA order.
+    fn dma_mappings(&self) -> Vec<DmaMapping>;
+}
+
+/// The raw type1 operations (the kernel's `VFIO_IOMMU_MAP_DMA` and `UNMAP_DMA`), with the
+/// kernel's rules and errnos, for conformance checks and for [`DmaTable`].
+pub trait Type1: Send + Sync + Debug {
+    /// `VFIO_IOMMU_MAP_DMA` of `[iova, iova + size)` to the process memory at `vaddr`, read and
+    /// write.
+    ///
+    /// # Safety
+    ///
+    /// The device may read and write `[vaddr, vaddr + size)` at any time until it is unmapped:
+    /// the range must be memory of this process that no Rust reference points into (only
+    /// volatile access, as vm-memory does, or none), and it must stay mapped until then.
+    unsafe fn map_dma(&self, iova: u64, size: u64, vaddr: u64) -> Result<()>;
+
+    /// `VFIO_IOMMU_UNMAP_DMA` of `[iova, iova + size)`: returns the bytes unmapped (whole
+    /// mappings only).
+    fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64>;
+}
+
+/// One region of the table.
+struct Entry {
+    size: u64,
+    vaddr: u64,
+    /// Keeps the host mapping behind `vaddr` alive while the entry exists.
+    _keep: Arc<dyn Any + Send + Sync>,
+    live: bool,
+}
+
+impl Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("size", &self.size)
+            .field("vaddr", &format_args!("{:#x}", self.vaddr))
+            .field("live", &self.live)
+            .finish()
+    }
+}
+
+/// The guest regions of one container and the checks made before the kernel sees them.
+#[derive(Debug, Default)]
+pub struct DmaTable {
+    entries: BTreeMap<u64, Entry>,
+}
+
+impl DmaTable {
+    /// Check `[iova, iova + size)` against the table and, when the IOMMU is set (`info`),
+    /// against its smallest page and its IOVA ranges.
+    fn check(&self, iova: u64, size: u64, vaddr: u64, info: Option<&IommuInfo>) -> Result<()> {
+        let page = info.map_or(4096, IommuInfo::min_page_size);
+        let end = iova.checked_add(size);
+        if size == 0 || end.is_none() || iova % page != 0 || size % page != 0 || vaddr % page != 0 {
+            return Err(Error::DmaUnaligned { iova, size, page });
+        }
+        let end = end.unwrap_or(u64::MAX);
+        let before = self.entries.range(..end).next_back();
+        if let Some((&at, e)) = before {
+            if at.saturating_add(e.size) > iova {
+                return Err(Error::DmaOverlap {
+                    iova,
+                    size,
+                    existing: at,
+                });
+            }
+        }
+        if let Some(ranges) = info.and_then(|i| i.iova_ranges.as_ref()) {
+            if !ranges.iter().any(|r| r.contains(iova, size)) {
+                return Err(Error::DmaOutsideIovaRanges { iova, size });
+            }
+        }
+        Ok(())
+    }
+
+    /// Add `region` to the table, mapping it through `iommu` when one is set; nothing changes
+    /// on failure.
+    pub fn insert(
+        &mut self,
+        region: &GuestRegionMmap,
+        iommu: Option<(&dyn Type1, &IommuInfo)>,
+    ) -> Result<()> {
+        let iova = region.start_addr().0;
+        let size = region.len();
+        let mmap = region.get_mmap();
+        let vaddr = mmap.as_ptr() as u64;
+        self.check(iova, size, vaddr, iommu.map(|(_, info)| info))?;
+        let live = match iommu {
+            Some((t1, _)) => {
+                // SAFETY: the memory is a vm-memory mapping (accessed only through volatile
+                // copies), kept alive by the entry until it is unmapped.
+                unsafe { t1.map_dma(iova, size, vaddr)? };
+                true
+            }
+            None => false,
+        };
+        self.entries.insert(
+            iova,
+            Entry {
+                size,
+                vaddr,
+                _keep: mmap,
+                live,
+            },
+        );
+        Ok(())
+    }
+
+    /// Remove the region starting at `iova`, unmapping it first if it is live.
+    pub fn remove(&mut self, iova: u64, iommu: Option<&dyn Type1>) -> Result<()> {
+        let entry = self
+            .entries
+            .get(&iova)
+            .ok_or(Error::DmaNotMapped { iova })?;
+        if let (true, Some(t1)) = (entry.live, iommu) {
+            let done = t1.unmap_dma(iova, entry.size)?;
+            if done != entry.size {
+                return Err(Error::DmaUnmapSize {
+                    iova,
+                    expected: entry.size,
+                    unmapped: done,
+                });
+            }
+        }
+        self.entries.remove(&iova);
+        Ok(())
+    }
+
+    /// The IOMMU was just set: check and map every region. On failure the regions mapped by
+    /// this call are unmapped again and the error names the first refused one.
+    pub fn map_all(&mut self, t1: &dyn Type1, info: &IommuInfo) -> Result<usize> {
+        let keys: Vec<u64> = self.entries.keys().copied().collect();
+        let mut done = Vec::new();
+        let mut result = Ok(());
+        for iova in keys {
+            let Some(e) = self.entries.get(&iova) else {
+                continue;
+            };
+            let (size, vaddr) = (e.size, e.vaddr);
+            let mapped = self.check_range_only(iova, size, info).and_then(|()| {
+                // SAFETY: as in `insert`: the entry keeps the vm-memory mapping alive.
+                unsafe { t1.map_dma(iova, size, vaddr) }
+            });
+            match mapped {
+                Ok(()) => done.push(iova),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = result {
+            for iova in done {
+                if let Some(entry) = self.entries.get(&iova) {
+                    let _ = t1.unmap_dma(iova, entry.size);
+                }
+            }
+            return Err(e);
+        }
+        for e in self.entries.values_mut() {
+            e.live = true;
+        }
+        Ok(self.entries.len())
+    }
+
+    fn check_range_only(&self, iova: u64, size: u64, info: &IommuInfo) -> Result<()> {
+        let page = info.min_page_size();
+        if iova % page != 0 || size % page != 0 {
+            return Err(Error::DmaUnaligned { iova, size, page });
+        }
+        match &info.iova_ranges {
+            Some(r) if !r.iter().any(|r| r.contains(iova, size)) => {
+                Err(Error::DmaOutsideIovaRanges { iova, size })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The IOMMU was released (its last group left): the kernel dropped every mapping.
+    pub fn dropped_all(&mut self) {
+        for e in self.entries.values_mut() {
+            e.live = false;
+        }
+    }
+
+    /// The table, in IOVA order.
+    pub fn mappings(&self) -> Vec<DmaMapping> {
+        self.entries
+            .iter()
+            .map(|(&iova, e)| DmaMapping {
+                iova,
+                size: e.size,
+                live: e.live,
+            })
+            .collect()
+    }
+}
