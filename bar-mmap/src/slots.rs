@@ -182,13 +182,21 @@ impl GuestMappings {
         Ok(())
     }
 
-    fn install_one(&mut self, region: RegionId, gpa: u64, offset: u64, len: u64) -> Result<InstalledSlot> {
+    fn install_one(
+        &mut self,
+        region: RegionId,
+        gpa: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<InstalledSlot> {
         let source = self
             .sources
             .get(&region)
             .ok_or(Error::SlotNotInstalled(u32::MAX))?;
         let slot = *self.free.iter().next().ok_or(Error::NoFreeSlot)?;
-        let at = gpa.checked_add(offset).ok_or(Error::GuestOverflow { gpa, size: offset })?;
+        let at = gpa
+            .checked_add(offset)
+            .ok_or(Error::GuestOverflow { gpa, size: offset })?;
         let file_offset = source
             .region_offset
             .checked_add(offset)
