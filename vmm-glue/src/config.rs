@@ -11,7 +11,7 @@
 //! * everything else reads through to the device and guest writes to non-emulated bits are
 //!   forwarded to it. Read-only bits stay read-only (pci-config's write masks).
 
-use pci_config::ids::{CAP_MSI, CAP_MSIX, EXT_ARI, EXT_SRIOV};
+use pci_config::ids::{CAP_EXP, CAP_MSI, CAP_MSIX, EXT_ARI, EXT_SRIOV};
 use pci_config::{BarKind, CapabilityKind, ConfigSpace, ROM_INDEX};
 use vfio_core::info::{BAR0_REGION_INDEX, CONFIG_REGION_INDEX, ROM_REGION_INDEX};
 use vfio_core::VfioDevice;
@@ -64,12 +64,18 @@ pub(crate) struct HostBar {
     pub size: u64,
     /// The address the physical register holds (the host address).
     pub host_addr: u64,
+    /// Prefetchable memory.
+    pub prefetchable: bool,
 }
 
 /// The emulated config space and what was found in it.
 #[derive(Debug)]
 pub(crate) struct ConfigEmu {
     pub space: ConfigSpace,
+    /// `space` as built: what a reset returns to.
+    pub initial: ConfigSpace,
+    /// Offset of the PCI Express capability's Device Control register, if the device has one.
+    pub pcie_devctl: Option<u16>,
     pub msi: Option<MsiCap>,
     pub msix: Option<MsixCap>,
     pub bars: Vec<HostBar>,
@@ -115,6 +121,7 @@ fn host_bars(dev: &dyn VfioDevice, bytes: &mut [u8]) -> Vec<HostBar> {
                 kind,
                 size,
                 host_addr,
+                prefetchable: !io && raw & 8 != 0,
             });
         }
         let keep = if io { 3 } else { 0xf };
@@ -158,7 +165,7 @@ impl ConfigEmu {
         }
         for bar in &bars {
             space
-                .define_bar(bar.index, bar.kind, bar.size, false)
+                .define_bar(bar.index, bar.kind, bar.size, bar.prefetchable)
                 .map_err(Error::ConfigModel)?;
         }
         if let Some(rom) = dev.info().region(ROM_REGION_INDEX) {
@@ -170,7 +177,10 @@ impl ConfigEmu {
         }
         let msi = Self::emulate_msi(&mut space)?;
         let msix = Self::emulate_msix(&mut space)?;
+        let pcie_devctl = space.find_standard(CAP_EXP).ok().map(|c| c.offset + 8);
         Ok(ConfigEmu {
+            initial: space.clone(),
+            pcie_devctl,
             space,
             msi,
             msix,
