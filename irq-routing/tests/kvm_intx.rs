@@ -11,106 +11,30 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::thread::sleep;
-use std::time::Duration;
 
-use irq_routing::testing::kvm_vm_with_irqchip;
+use irq_routing::testing::{kvm_vm_with_irqchip, route_ioapic_pin, LocalApic};
 use irq_routing::{Error, KvmBackend, Router, RoutingBackend};
-use kvm_bindings::{
-    kvm_enable_cap, kvm_ioapic_state, kvm_ioapic_state__bindgen_ty_1, kvm_irqchip,
-    kvm_irqchip__bindgen_ty_1, kvm_lapic_state, KVM_CAP_SPLIT_IRQCHIP, KVM_IRQCHIP_IOAPIC,
-};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_bindings::{kvm_enable_cap, KVM_CAP_SPLIT_IRQCHIP};
+use kvm_ioctls::Kvm;
 
-const APIC_SVR: usize = 0xf0;
-const APIC_IRR: usize = 0x200;
 const PIN: u32 = 5;
 const VECTOR: u32 = 0x45;
-
-fn lapic_reg(state: &kvm_lapic_state, offset: usize) -> u32 {
-    let b: Vec<u8> = state.regs[offset..offset + 4]
-        .iter()
-        .map(|b| *b as u8)
-        .collect();
-    u32::from_le_bytes(b.try_into().unwrap())
-}
-
-fn set_lapic_reg(state: &mut kvm_lapic_state, offset: usize, value: u32) {
-    for (dst, src) in state.regs[offset..offset + 4]
-        .iter_mut()
-        .zip(value.to_le_bytes())
-    {
-        *dst = src as _;
-    }
-}
-
-/// vCPU 0 with its local APIC software-enabled and nothing pending.
-fn enabled_apic(vm: &VmFd) -> VcpuFd {
-    let vcpu = vm.create_vcpu(0).unwrap();
-    let mut state = vcpu.get_lapic().unwrap();
-    set_lapic_reg(&mut state, APIC_SVR, 0x1ff);
-    for i in 0..8 {
-        set_lapic_reg(&mut state, APIC_IRR + 0x10 * i, 0);
-    }
-    vcpu.set_lapic(&state).unwrap();
-    vcpu
-}
-
-fn pending(vcpu: &VcpuFd, vector: u32) -> bool {
-    let state = vcpu.get_lapic().unwrap();
-    lapic_reg(&state, APIC_IRR + 0x10 * (vector as usize / 32)) & (1 << (vector % 32)) != 0
-}
-
-/// An IOAPIC whose pin `PIN` is level-triggered, active high, unmasked, fixed delivery of
-/// `VECTOR` to APIC ID 0; every other pin masked.
-fn program_ioapic(vm: &VmFd) {
-    let masked = kvm_ioapic_state__bindgen_ty_1 { bits: 1 << 16 };
-    let mut redirtbl = [masked; 24];
-    redirtbl[PIN as usize] = kvm_ioapic_state__bindgen_ty_1 {
-        bits: u64::from(VECTOR) | (1 << 15),
-    };
-    let chip = kvm_irqchip {
-        chip_id: KVM_IRQCHIP_IOAPIC,
-        pad: 0,
-        chip: kvm_irqchip__bindgen_ty_1 {
-            ioapic: kvm_ioapic_state {
-                base_address: 0xfec0_0000,
-                ioregsel: 0,
-                id: 0,
-                irr: 0,
-                pad: 0,
-                redirtbl,
-            },
-        },
-    };
-    vm.set_irqchip(&chip).unwrap();
-}
-
-fn wait_pending(vcpu: &VcpuFd, vector: u32) -> bool {
-    (0..200).any(|_| {
-        let hit = pending(vcpu, vector);
-        if !hit {
-            sleep(Duration::from_millis(5));
-        }
-        hit
-    })
-}
 
 #[test]
 fn an_intx_line_asserts_its_ioapic_pin_and_is_refused_on_an_msi_gsi() {
     let Some((_kvm, vm)) = kvm_vm_with_irqchip() else {
         return;
     };
-    let vcpu = enabled_apic(&vm);
-    program_ioapic(&vm);
+    let apic = LocalApic::new(&vm).unwrap();
+    route_ioapic_pin(&vm, PIN as usize, VECTOR as u8).unwrap();
     let router = Arc::new(Router::new(KvmBackend::new(vm.clone()).unwrap()).unwrap());
     let line = router.attach_intx(PIN).unwrap();
     assert_eq!(line.gsi(), PIN);
     assert_eq!(router.stats().irqfd_attaches, 1);
-    assert!(!pending(&vcpu, VECTOR));
+    assert!(!apic.pending(VECTOR).unwrap());
     line.trigger().write(1).unwrap();
     assert!(
-        wait_pending(&vcpu, VECTOR),
+        apic.wait_pending(VECTOR).unwrap(),
         "the IOAPIC delivered the line's vector"
     );
     // KVM consumed the trigger; nothing acknowledged the interrupt, so no resample.

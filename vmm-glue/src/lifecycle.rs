@@ -11,7 +11,7 @@
 //! (so its group leaves the VM's container once no other device holds it).
 
 use bar_mmap::{MapChange, RegionId};
-use vfio_core::info::REQ_IRQ_INDEX;
+use vfio_core::info::{CONFIG_REGION_INDEX, REQ_IRQ_INDEX};
 use vfio_core::{IrqSet, VfioDevice};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -70,6 +70,11 @@ impl PassthroughDevice {
             self.request = Some(bind_request(&*self.dev)?);
         }
         self.request.as_ref().ok_or(Error::NoRequestIndex)
+    }
+
+    /// The device's INTx line, when it took one from the router (`DeviceOptions::intx_gsi`).
+    pub fn intx_line(&self) -> Option<&irq_routing::IntxLine> {
+        self.intx_line.as_ref()
     }
 
     /// Hot-unplug: disable the device's interrupts and give back everything it holds (see the
@@ -185,9 +190,32 @@ impl PassthroughDevice {
     /// already disabled.
     pub fn reset(&mut self) -> Result<()> {
         self.release_interrupts_for_reset();
+        // Decode and bus master off first, so the device does no DMA across the reset.
+        self.clear_command();
         self.dev.reset().map_err(Error::Reset)?;
         self.reset_emulated();
         Ok(())
+    }
+
+    /// COMMAND as after power-on: I/O, memory and bus master off, INTx enabled. The kernel's
+    /// resets (`pci_try_reset_function`, for VFIO_DEVICE_RESET and an FLR alike) save and
+    /// restore the function's config space around the reset, so without this the device would
+    /// come back decoding at the addresses it had.
+    fn clear_command(&mut self) {
+        let off = pci_config::regs::COMMAND as u64;
+        let mut cmd = [0u8; 2];
+        let io_mem_master_intx_disable: u16 = 0x1 | 0x2 | 0x4 | 0x400;
+        let result = self
+            .dev
+            .region_read(CONFIG_REGION_INDEX, off, &mut cmd)
+            .and_then(|()| {
+                let v = u16::from_le_bytes(cmd) & !io_mem_master_intx_disable;
+                self.dev
+                    .region_write(CONFIG_REGION_INDEX, off, &v.to_le_bytes())
+            });
+        if result.is_err() {
+            self.stats.device_access_errors += 1;
+        }
     }
 
     fn release_interrupts_for_reset(&mut self) {
@@ -202,6 +230,7 @@ impl PassthroughDevice {
         if self.mode != IrqMode::None {
             self.release_interrupts_for_reset();
         }
+        self.clear_command();
         self.cfg.space = self.cfg.initial.clone();
         if let Some(t) = &self.msix {
             self.msix = Some(MsixTable::new(t.vector_count()));
