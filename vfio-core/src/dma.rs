@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use vm_memory::{GuestMemoryRegion, GuestRegionMmap};
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryRegion, GuestRegionMmap, MmapRegion};
 
 use crate::error::{Error, Result};
 
@@ -307,4 +307,19 @@ impl DmaTable {
             })
             .collect()
     }
+}
+
+/// Guest memory for DMA: `size` bytes at guest physical address `gpa`, backed by a memfd (so
+/// the VMM can share it, for example with a migration helper) and mapped shared into this
+/// process with vm-memory. Hand it to [`VfioContainer::map_guest_region`].
+pub fn memfd_guest_region(gpa: u64, size: u64) -> Result<GuestRegionMmap> {
+    let bad = |e: std::io::Error| Error::GuestMemory(e);
+    let file = crate::ioctl::memfd(c"guest-memory").map_err(bad)?;
+    file.set_len(size).map_err(bad)?;
+    let len =
+        usize::try_from(size).map_err(|_| bad(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+    let region = MmapRegion::from_file(FileOffset::new(file, 0), len)
+        .map_err(|e| bad(std::io::Error::other(e.to_string())))?;
+    GuestRegionMmap::new(region, GuestAddress(gpa))
+        .ok_or_else(|| bad(std::io::Error::from_raw_os_error(libc::EOVERFLOW)))
 }

@@ -264,6 +264,9 @@ pub enum Error {
         /// What the kernel reported.
         unmapped: u64,
     },
+    /// Guest memory for DMA could not be created (memfd, size or mapping).
+    #[error("failed to create guest memory")]
+    GuestMemory(#[source] io::Error),
     /// The kernel's random source failed.
     #[error("failed to read random bytes")]
     Random(#[source] io::Error),
@@ -289,7 +292,8 @@ impl Error {
             | Error::IommuInfo(e)
             | Error::VfToken(e)
             | Error::Random(e)
-            | Error::SimMemory(e) => e,
+            | Error::SimMemory(e)
+            | Error::GuestMemory(e) => e,
             Error::RegionRead { source, .. }
             | Error::RegionWrite { source, .. }
             | Error::SetIrqs { source, .. }

@@ -6,7 +6,6 @@
 
 #![allow(unsafe_code)]
 
-#[cfg(any(feature = "kernel", feature = "sim"))]
 use std::io;
 #[cfg(feature = "sim")]
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -59,9 +58,11 @@ pub(crate) fn eventfd_take(file: &std::fs::File) -> io::Result<u64> {
 }
 
 /// A new anonymous memory file (`memfd_create`, close-on-exec), empty: the simulated device's
-/// BAR memory. Grow it with `File::set_len`; holes read as zeros and take no memory.
-#[cfg(feature = "sim")]
+/// BAR memory, and guest RAM for DMA. Grow it with `File::set_len`; holes read as zeros and
+/// take no memory.
 pub(crate) fn memfd(name: &std::ffi::CStr) -> io::Result<std::fs::File> {
+    #[cfg(not(feature = "sim"))]
+    use std::os::fd::{FromRawFd, OwnedFd};
     // SAFETY: `name` is a valid NUL-terminated string for the duration of the call and the
     // kernel only reads it.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };

@@ -58,7 +58,8 @@ pub mod sim;
 
 pub use device::{VfioDevice, VfioMigration};
 pub use dma::{
-    DirtyTrackingInfo, DmaMapping, DmaTable, IommuInfo, IovaRange, Type1, VfioContainer,
+    memfd_guest_region, DirtyTrackingInfo, DmaMapping, DmaTable, IommuInfo, IovaRange, Type1,
+    VfioContainer,
 };
 pub use error::{Error, Result};
 pub use info::{DeviceInfo, IrqInfo, RegionInfo};
