@@ -113,6 +113,9 @@ pub trait VfioContainer: Send + Sync + Debug {
 
     /// The table, in IOVA order.
     fn dma_mappings(&self) -> Vec<DmaMapping>;
+
+    /// Dirty-page tracking of the container's guest memory (see [`DirtyRequest`]).
+    fn dirty(&self, request: DirtyRequest<'_>) -> Result<()>;
 }
 
 /// The raw type1 operations (the kernel's `VFIO_IOMMU_MAP_DMA` and `UNMAP_DMA`), with the
@@ -131,6 +134,59 @@ pub trait Type1: Send + Sync + Debug {
     /// `VFIO_IOMMU_UNMAP_DMA` of `[iova, iova + size)`: returns the bytes unmapped (whole
     /// mappings only).
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64>;
+
+    /// `VFIO_IOMMU_DIRTY_PAGES`: start or stop dirty-page tracking, or get the bitmap of a
+    /// range. The kernel's rules (`vfio_iommu_type1_dirty_pages()`, `vfio_iova_dirty_bitmap()`,
+    /// `update_user_bitmap()`): start and stop are idempotent; a bitmap is refused (EINVAL)
+    /// while not tracking, for another page size than the IOMMU's smallest, for an unaligned
+    /// or empty range, for a range that bisects a mapping, or for a buffer too small. Only the
+    /// 64-bit words a mapping covers are written (a mapping's first word keeps the bits before
+    /// it, its last word's bits after it are cleared); the words of gaps between mappings are
+    /// left as they were. While a group of ordinary (non-pinning) devices is attached every
+    /// page of every mapping in the range is reported, at every call: the IOMMU cannot see
+    /// device writes. With only mediated devices attached, only the pages they pinned are.
+    fn dirty_pages(&self, op: DirtyOp<'_>) -> Result<()>;
+}
+
+/// One `VFIO_IOMMU_DIRTY_PAGES` request.
+#[derive(Debug)]
+pub enum DirtyOp<'a> {
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_START`.
+    Start,
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP`.
+    Stop,
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP` of `[iova, iova + size)` in pages of
+    /// `page_size` bytes: bit `n` of `bitmap` (word `n / 64`, bit `n % 64`) is page
+    /// `iova + n * page_size`.
+    Bitmap {
+        /// First IO virtual address.
+        iova: u64,
+        /// Size of the range.
+        size: u64,
+        /// Page size of the bitmap.
+        page_size: u64,
+        /// The bitmap the kernel writes.
+        bitmap: &'a mut [u64],
+    },
+}
+
+/// What a VMM asks of a container's dirty-page tracking ([`VfioContainer::dirty`]).
+#[derive(Debug)]
+pub enum DirtyRequest<'a> {
+    /// Start tracking.
+    Start,
+    /// Stop tracking.
+    Stop,
+    /// OR into `bitmap` the pages of guest memory `[gpa, gpa + bitmap.len() * 64 pages)` the
+    /// IOMMU reports dirty (pages of the IOMMU's smallest size; bit `n` is page
+    /// `gpa + n * page`). Pages outside every DMA mapping are never set; bits already set are
+    /// kept, so the VMM's own dirty log and the IOMMU's end up as their union.
+    Report {
+        /// First guest physical address (page aligned).
+        gpa: u64,
+        /// The VMM's dirty bitmap for that memory.
+        bitmap: &'a mut [u64],
+    },
 }
 
 /// One region of the table.
@@ -286,6 +342,59 @@ impl DmaTable {
                 Err(Error::DmaOutsideIovaRanges { iova, size })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// [`DirtyRequest`] on this table's regions through `t1` (the IOMMU must be set for a
+    /// report). A report asks the kernel for each live region that meets the range, whole (a
+    /// request never bisects a mapping), into a zeroed buffer, and ORs the bits inside the
+    /// range into the caller's bitmap.
+    pub fn dirty(
+        &self,
+        t1: &dyn Type1,
+        info: Option<&IommuInfo>,
+        request: DirtyRequest<'_>,
+    ) -> Result<()> {
+        match request {
+            DirtyRequest::Start => t1.dirty_pages(DirtyOp::Start),
+            DirtyRequest::Stop => t1.dirty_pages(DirtyOp::Stop),
+            DirtyRequest::Report { gpa, bitmap } => {
+                let page = info
+                    .ok_or(Error::IommuInfo(crate::error::errno(libc::EINVAL)))?
+                    .min_page_size();
+                let pages = (bitmap.len() as u64).saturating_mul(64);
+                let end = gpa.saturating_add(pages.saturating_mul(page));
+                for (&iova, e) in self.entries.iter().filter(|(_, e)| e.live) {
+                    let e_end = iova.saturating_add(e.size);
+                    if e_end <= gpa || iova >= end {
+                        continue;
+                    }
+                    let npages = e.size / page;
+                    let mut got = vec![0u64; npages.div_ceil(64) as usize];
+                    t1.dirty_pages(DirtyOp::Bitmap {
+                        iova,
+                        size: e.size,
+                        page_size: page,
+                        bitmap: &mut got,
+                    })?;
+                    for n in 0..npages {
+                        let at = iova + n * page;
+                        if at < gpa || at >= end {
+                            continue;
+                        }
+                        let dirty = got
+                            .get((n / 64) as usize)
+                            .is_some_and(|w| w & (1 << (n % 64)) != 0);
+                        if dirty {
+                            let bit = (at - gpa) / page;
+                            if let Some(w) = bitmap.get_mut((bit / 64) as usize) {
+                                *w |= 1 << (bit % 64);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
         }
     }
 

@@ -246,6 +246,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// `VFIO_IOMMU_DIRTY_PAGES` failed (EINVAL: not tracking, a bad range or page size; EACCES:
+    /// a type1 (v1) container).
+    #[error("VFIO_IOMMU_DIRTY_PAGES failed")]
+    DirtyPages(#[source] io::Error),
     /// No region of the container's table starts at this address.
     #[error("no DMA region starts at {iova:#x}")]
     DmaNotMapped {
@@ -293,7 +297,8 @@ impl Error {
             | Error::VfToken(e)
             | Error::Random(e)
             | Error::SimMemory(e)
-            | Error::GuestMemory(e) => e,
+            | Error::GuestMemory(e)
+            | Error::DirtyPages(e) => e,
             Error::RegionRead { source, .. }
             | Error::RegionWrite { source, .. }
             | Error::SetIrqs { source, .. }

@@ -166,6 +166,11 @@ mod kernel {
     ioctl_io_nr!(VFIO_IOMMU_GET_INFO, b::VFIO_TYPE as u32, b::VFIO_BASE + 12);
     ioctl_io_nr!(VFIO_IOMMU_MAP_DMA, b::VFIO_TYPE as u32, b::VFIO_BASE + 13);
     ioctl_io_nr!(VFIO_IOMMU_UNMAP_DMA, b::VFIO_TYPE as u32, b::VFIO_BASE + 14);
+    ioctl_io_nr!(
+        VFIO_IOMMU_DIRTY_PAGES,
+        b::VFIO_TYPE as u32,
+        b::VFIO_BASE + 17
+    );
     ioctl_io_nr!(VFIO_DEVICE_FEATURE, b::VFIO_TYPE as u32, b::VFIO_BASE + 17);
 
     fn check(ret: i32) -> io::Result<()> {
@@ -250,6 +255,33 @@ mod kernel {
         // size (no bitmap follows: flags is 0); the kernel writes back `size`.
         check(unsafe { ioctl_with_mut_ptr(container, VFIO_IOMMU_UNMAP_DMA(), &mut unmap) })?;
         Ok(unmap.size)
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES` with one of `FLAG_START` / `FLAG_STOP` (`get` is `None`) or
+    /// `FLAG_GET_BITMAP` of `[iova, iova + size)` in `page_size` pages into `bitmap`.
+    pub(crate) fn iommu_dirty_pages(
+        container: &File,
+        flags: u32,
+        get: Option<(u64, u64, u64, &mut [u64])>,
+    ) -> io::Result<()> {
+        // struct vfio_iommu_type1_dirty_bitmap { argsz, flags } then, for GET_BITMAP,
+        // struct vfio_iommu_type1_dirty_bitmap_get { iova, size, { pgsize, size, data } }.
+        let header = std::mem::size_of::<b::vfio_iommu_type1_dirty_bitmap>();
+        let body = std::mem::size_of::<b::vfio_iommu_type1_dirty_bitmap_get>();
+        let argsz = if get.is_some() { header + body } else { header };
+        let mut arg = Vec::with_capacity(argsz);
+        arg.extend_from_slice(&(argsz as u32).to_ne_bytes());
+        arg.extend_from_slice(&flags.to_ne_bytes());
+        if let Some((iova, size, page_size, bitmap)) = get {
+            let bytes = (bitmap.len() * 8) as u64;
+            for v in [iova, size, page_size, bytes, bitmap.as_mut_ptr() as u64] {
+                arg.extend_from_slice(&v.to_ne_bytes());
+            }
+        }
+        // SAFETY: `arg` holds the header (and, for GET_BITMAP, the range) and argsz is its
+        // length; the kernel writes at most `bitmap.size` bytes (the length of `bitmap`, which
+        // is borrowed mutably for the call) at `bitmap.data`, and nothing into `arg`.
+        check(unsafe { ioctl_with_mut_ptr(container, VFIO_IOMMU_DIRTY_PAGES(), arg.as_mut_ptr()) })
     }
 
     /// `VFIO_GROUP_GET_STATUS`.

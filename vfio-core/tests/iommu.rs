@@ -10,7 +10,7 @@ mod iommu_rules;
 use std::any::Any;
 use std::sync::Arc;
 
-use vfio_core::sim::{lab_iommu_info, SimContainer};
+use vfio_core::sim::{lab_iommu_info, mediated_iommu_info, SimContainer};
 use vfio_core::{Type1, VfioContainer};
 
 struct Sim(Arc<SimContainer>);
@@ -42,6 +42,24 @@ fn guest_regions_follow_the_groups() {
     iommu_rules::guest_regions_follow_the_groups(&rig);
     // The table was mapped twice: once per first group.
     assert_eq!(rig.0.counters().iommu_sets, 2);
+}
+
+#[test]
+fn dirty_pages_follow_the_kernel() {
+    iommu_rules::dirty_pages_follow_the_kernel(&rig(), false);
+}
+
+#[test]
+fn dirty_pages_of_mediated_devices_follow_the_kernel() {
+    let rig = Sim(SimContainer::new_mediated(mediated_iommu_info()));
+    iommu_rules::dirty_pages_follow_the_kernel(&rig, true);
+}
+
+#[test]
+fn the_vmm_bitmap_is_the_union_with_the_iommus() {
+    iommu_rules::the_vmm_bitmap_is_the_union_with_the_iommus(&rig(), false);
+    let rig = Sim(SimContainer::new_mediated(mediated_iommu_info()));
+    iommu_rules::the_vmm_bitmap_is_the_union_with_the_iommus(&rig, true);
 }
 
 #[test]

@@ -30,12 +30,38 @@ impl iommu_rules::Rig for Kernel {
     }
 }
 
+/// A container for the e1000e's group (an ordinary vfio-pci device).
 fn rig() -> Kernel {
     let lab = LabDevices::from_env().unwrap();
     Kernel {
         container: Container::new().unwrap(),
         group: lab.e1000e().unwrap().iommu_group().unwrap(),
     }
+}
+
+/// A container for an mtty mdev's group only (a mediated device that pins nothing).
+fn mediated_rig() -> Kernel {
+    let lab = LabDevices::from_env().unwrap();
+    Kernel {
+        container: Container::new().unwrap(),
+        group: lab.mtty(0).unwrap().iommu_group().unwrap(),
+    }
+}
+
+#[test]
+fn dirty_pages_follow_the_kernel() {
+    iommu_rules::dirty_pages_follow_the_kernel(&rig(), false);
+}
+
+#[test]
+fn dirty_pages_of_mediated_devices_follow_the_kernel() {
+    iommu_rules::dirty_pages_follow_the_kernel(&mediated_rig(), true);
+}
+
+#[test]
+fn the_vmm_bitmap_is_the_union_with_the_iommus() {
+    iommu_rules::the_vmm_bitmap_is_the_union_with_the_iommus(&rig(), false);
+    iommu_rules::the_vmm_bitmap_is_the_union_with_the_iommus(&mediated_rig(), true);
 }
 
 #[test]

@@ -26,7 +26,8 @@ use super::address::DeviceAddress;
 use super::caps;
 use super::device::KernelDevice;
 use crate::dma::{
-    DirtyTrackingInfo, DmaMapping, DmaTable, IommuInfo, IovaRange, Type1, VfioContainer,
+    DirtyOp, DirtyRequest, DirtyTrackingInfo, DmaMapping, DmaTable, IommuInfo, IovaRange, Type1,
+    VfioContainer,
 };
 use crate::error::{Error, Result};
 use crate::ioctl;
@@ -219,6 +220,28 @@ impl Type1 for Container {
             source,
         })
     }
+
+    fn dirty_pages(&self, op: DirtyOp<'_>) -> Result<()> {
+        let result = match op {
+            DirtyOp::Start => {
+                ioctl::iommu_dirty_pages(&self.file, b::VFIO_IOMMU_DIRTY_PAGES_FLAG_START, None)
+            }
+            DirtyOp::Stop => {
+                ioctl::iommu_dirty_pages(&self.file, b::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP, None)
+            }
+            DirtyOp::Bitmap {
+                iova,
+                size,
+                page_size,
+                bitmap,
+            } => ioctl::iommu_dirty_pages(
+                &self.file,
+                b::VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP,
+                Some((iova, size, page_size, bitmap)),
+            ),
+        };
+        result.map_err(Error::DirtyPages)
+    }
 }
 
 impl VfioContainer for Container {
@@ -244,6 +267,14 @@ impl VfioContainer for Container {
 
     fn dma_mappings(&self) -> Vec<DmaMapping> {
         self.lock().table.mappings()
+    }
+
+    fn dirty(&self, request: DirtyRequest<'_>) -> Result<()> {
+        let groups = self.lock();
+        if groups.iommu.is_none() {
+            return Err(Error::DirtyPages(crate::error::errno(libc::EINVAL)));
+        }
+        groups.table.dirty(self, groups.iommu.as_ref(), request)
     }
 }
 

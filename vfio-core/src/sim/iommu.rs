@@ -5,15 +5,19 @@
 //! kernel's rules (Linux v6.12.117 drivers/vfio/vfio_iommu_type1.c, `vfio_dma_do_map()` and
 //! `vfio_dma_do_unmap()`): EINVAL for an empty, wrapping or unaligned range or one outside
 //! every IOVA range, EEXIST for any overlap, ENOSPC when `dma_avail` is used up, EINVAL for an
-//! unmap that starts or ends inside a mapping. Nothing is pinned or accessed: the simulated
-//! devices do not DMA.
+//! unmap that starts or ends inside a mapping; dirty-page tracking as the kernel does it without
+//! hardware dirty tracking (`vfio_iova_dirty_bitmap()`, `update_user_bitmap()`: every page of
+//! every mapping for ordinary devices, none for mediated devices that pin nothing). Nothing is
+//! pinned or accessed: the simulated devices do not DMA.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vm_memory::GuestRegionMmap;
 
-use crate::dma::{DmaMapping, DmaTable, IommuInfo, IovaRange, Type1, VfioContainer};
+use crate::dma::{
+    DirtyOp, DirtyRequest, DmaMapping, DmaTable, IommuInfo, IovaRange, Type1, VfioContainer,
+};
 use crate::error::{errno, Error, Result};
 
 /// What the simulated container was asked to do.
@@ -33,6 +37,8 @@ struct State {
     /// Mappings the IOMMU holds now: IOVA -> size.
     iommu: BTreeMap<u64, u64>,
     dma_avail: u32,
+    /// `VFIO_IOMMU_DIRTY_PAGES_FLAG_START` in effect.
+    tracking: bool,
     counters: SimIommuCounters,
 }
 
@@ -40,6 +46,10 @@ struct State {
 #[derive(Debug)]
 pub struct SimContainer {
     info: IommuInfo,
+    /// Whether its groups are mediated devices that pin what they touch (the kernel's
+    /// `pinned_page_dirty_scope`: then only pinned pages are dirty, and these devices pin
+    /// nothing); otherwise ordinary devices, for which every mapped page is dirty.
+    pinned_scope: bool,
     /// Locked before `state` when both are needed ([`Type1`] calls lock `state` alone).
     table: Mutex<DmaTable>,
     state: Mutex<State>,
@@ -60,6 +70,7 @@ impl Drop for SimGroup {
             // The kernel releases the IOMMU with the last group, and its mappings with it.
             s.iommu.clear();
             s.dma_avail = self.container.info.dma_avail.unwrap_or(u32::MAX);
+            s.tracking = false;
             table.dropped_all();
         }
     }
@@ -89,17 +100,45 @@ pub fn lab_iommu_info() -> IommuInfo {
     }
 }
 
+/// What `VFIO_IOMMU_GET_INFO` reports for a container that holds only mediated devices
+/// (vfio_iommu_type1.c: every page size the kernel can map, no IOVA ranges; dirty tracking in
+/// 4 KiB pages; 65535 mappings).
+pub fn mediated_iommu_info() -> IommuInfo {
+    IommuInfo {
+        page_sizes: !0xfff,
+        iova_ranges: None,
+        dirty_tracking: Some(crate::dma::DirtyTrackingInfo {
+            flags: 0,
+            page_sizes: 0x1000,
+            max_bitmap_bytes: 0x1000_0000,
+        }),
+        dma_avail: Some(65535),
+    }
+}
+
 impl SimContainer {
-    /// A container whose IOMMU reports `info` once set.
+    /// A container whose IOMMU reports `info` once set, for ordinary (vfio-pci) devices.
     pub fn new(info: IommuInfo) -> Arc<Self> {
+        Self::build(info, false)
+    }
+
+    /// A container for mediated devices that pin nothing (like the lab's mtty): the IOMMU
+    /// reports no dirty pages.
+    pub fn new_mediated(info: IommuInfo) -> Arc<Self> {
+        Self::build(info, true)
+    }
+
+    fn build(info: IommuInfo, pinned_scope: bool) -> Arc<Self> {
         let dma_avail = info.dma_avail.unwrap_or(u32::MAX);
         Arc::new(SimContainer {
             info,
+            pinned_scope,
             table: Mutex::new(DmaTable::default()),
             state: Mutex::new(State {
                 groups: 0,
                 iommu: BTreeMap::new(),
                 dma_avail,
+                tracking: false,
                 counters: SimIommuCounters::default(),
             }),
         })
@@ -225,6 +264,94 @@ impl SimContainer {
     }
 }
 
+/// `DIRTY_BITMAP_BYTES(n)`: bytes of a bitmap of `n` pages, in whole 64-bit words.
+fn bitmap_words(npages: u64) -> u64 {
+    npages.div_ceil(64)
+}
+
+impl SimContainer {
+    fn dirty_locked(&self, s: &mut State, op: DirtyOp<'_>) -> Result<()> {
+        let refuse = |e| Err(Error::DirtyPages(errno(e)));
+        if s.groups == 0 {
+            return refuse(libc::EINVAL);
+        }
+        let (iova, size, page_size, bitmap) = match op {
+            DirtyOp::Start => {
+                s.tracking = true;
+                return Ok(());
+            }
+            DirtyOp::Stop => {
+                s.tracking = false;
+                return Ok(());
+            }
+            DirtyOp::Bitmap {
+                iova,
+                size,
+                page_size,
+                bitmap,
+            } => (iova, size, page_size, bitmap),
+        };
+        let page = self.info.min_page_size();
+        let Some(end) = iova.checked_add(size) else {
+            return refuse(libc::EINVAL);
+        };
+        let pgshift = page_size.trailing_zeros();
+        let npages = size >> pgshift;
+        if npages == 0 || (bitmap.len() as u64) < bitmap_words(npages) {
+            return refuse(libc::EINVAL);
+        }
+        if page_size != page || iova % page != 0 || size == 0 || size % page != 0 {
+            return refuse(libc::EINVAL);
+        }
+        if !s.tracking {
+            return refuse(libc::EINVAL);
+        }
+        // The range must not bisect a mapping at either end.
+        let holding = |at: u64| {
+            s.iommu
+                .range(..=at)
+                .next_back()
+                .filter(|(&a, &l)| at < a + l)
+                .map(|(&a, &l)| (a, l))
+        };
+        if holding(iova).is_some_and(|(a, _)| a != iova)
+            || holding(end - 1).is_some_and(|(a, l)| a + l != end)
+        {
+            return refuse(libc::EINVAL);
+        }
+        for (&at, &len) in s.iommu.range(iova..end) {
+            let nbits = len >> pgshift;
+            let bit_offset = (at - iova) >> pgshift;
+            let first_word = (bit_offset / 64) as usize;
+            let shift = bit_offset % 64;
+            // Non-pinned devices: every page is dirty; pinned scope: none (nothing pinned).
+            let dirty = !self.pinned_scope;
+            let words = bitmap_words(nbits + shift) as usize;
+            for w in 0..words {
+                let lo = (w as u64) * 64;
+                let mut word = 0u64;
+                if dirty {
+                    for b in 0..64u64 {
+                        let bit = lo + b;
+                        if bit >= shift && bit < shift + nbits {
+                            word |= 1 << b;
+                        }
+                    }
+                }
+                if w == 0 && shift != 0 {
+                    // The caller's bits before this mapping in its first word are kept.
+                    let leftover = bitmap.get(first_word).copied().unwrap_or(0);
+                    word |= leftover & ((1u64 << shift) - 1);
+                }
+                if let Some(dst) = bitmap.get_mut(first_word + w) {
+                    *dst = word;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Type1 for SimContainer {
     unsafe fn map_dma(&self, iova: u64, size: u64, vaddr: u64) -> Result<()> {
         let mut s = self.lock();
@@ -234,6 +361,11 @@ impl Type1 for SimContainer {
     fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
         let mut s = self.lock();
         self.unmap_locked(&mut s, iova, size)
+    }
+
+    fn dirty_pages(&self, op: DirtyOp<'_>) -> Result<()> {
+        let mut s = self.lock();
+        self.dirty_locked(&mut s, op)
     }
 }
 
@@ -262,5 +394,13 @@ impl VfioContainer for SimContainer {
 
     fn dma_mappings(&self) -> Vec<DmaMapping> {
         self.lock_table().mappings()
+    }
+
+    fn dirty(&self, request: DirtyRequest<'_>) -> Result<()> {
+        let table = self.lock_table();
+        if self.lock().groups == 0 {
+            return Err(Error::DirtyPages(errno(libc::EINVAL)));
+        }
+        table.dirty(self, Some(&self.info), request)
     }
 }

@@ -54,7 +54,7 @@ use crate::irq_set::IrqSet;
 use crate::migration::{MigState, MigrationDataFd, MigrationFeatures};
 
 pub use builder::{MsixMode, MsixPlacement, SimDeviceBuilder, SIM_MAX_BLOB};
-pub use iommu::{lab_iommu_info, SimContainer, SimGroup, SimIommuCounters};
+pub use iommu::{lab_iommu_info, mediated_iommu_info, SimContainer, SimGroup, SimIommuCounters};
 pub use irq::RaiseOutcome;
 pub use migration::{ArcFailure, MigrationArc};
 
