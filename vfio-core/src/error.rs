@@ -250,6 +250,9 @@ pub enum Error {
     /// a type1 (v1) container).
     #[error("VFIO_IOMMU_DIRTY_PAGES failed")]
     DirtyPages(#[source] io::Error),
+    /// A device DMA-logging request failed (ENOTTY: the device does not log its DMA).
+    #[error("device DMA logging failed")]
+    DmaLogging(#[source] io::Error),
     /// No region of the container's table starts at this address.
     #[error("no DMA region starts at {iova:#x}")]
     DmaNotMapped {
@@ -298,7 +301,8 @@ impl Error {
             | Error::Random(e)
             | Error::SimMemory(e)
             | Error::GuestMemory(e)
-            | Error::DirtyPages(e) => e,
+            | Error::DirtyPages(e)
+            | Error::DmaLogging(e) => e,
             Error::RegionRead { source, .. }
             | Error::RegionWrite { source, .. }
             | Error::SetIrqs { source, .. }

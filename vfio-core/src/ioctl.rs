@@ -400,6 +400,73 @@ mod kernel {
         check(unsafe { ioctl_with_mut_ptr(device, VFIO_DEVICE_FEATURE(), arg.as_mut_ptr()) })
     }
 
+    /// `VFIO_DEVICE_FEATURE` SET `DMA_LOGGING_START`: log device writes to `ranges` (IOVA,
+    /// length) in pages of `page_size` bytes.
+    pub(crate) fn dma_logging_start(
+        device: &File,
+        page_size: u64,
+        ranges: &[(u64, u64)],
+    ) -> io::Result<()> {
+        let mut table: Vec<u64> = Vec::with_capacity(ranges.len() * 2);
+        for &(iova, length) in ranges {
+            table.extend([iova, length]);
+        }
+        let num =
+            u32::try_from(ranges.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+        let flags = b::VFIO_DEVICE_FEATURE_SET | b::VFIO_DEVICE_FEATURE_DMA_LOGGING_START;
+        // vfio_device_feature { argsz, flags } + vfio_device_feature_dma_logging_control
+        // { page_size, num_ranges, __reserved, ranges }.
+        let mut arg = feature_header(flags, 24);
+        arg.extend_from_slice(&page_size.to_ne_bytes());
+        arg.extend_from_slice(&num.to_ne_bytes());
+        arg.extend_from_slice(&0u32.to_ne_bytes());
+        arg.extend_from_slice(&(table.as_ptr() as u64).to_ne_bytes());
+        // SAFETY: `arg` is the whole argument (argsz is its length); the kernel also reads
+        // `num` (iova, length) pairs at `ranges`, which is `table`, alive for the call.
+        check(unsafe { ioctl_with_mut_ptr(device, VFIO_DEVICE_FEATURE(), arg.as_mut_ptr()) })
+    }
+
+    /// `VFIO_DEVICE_FEATURE` SET `DMA_LOGGING_STOP`.
+    pub(crate) fn dma_logging_stop(device: &File) -> io::Result<()> {
+        let flags = b::VFIO_DEVICE_FEATURE_SET | b::VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP;
+        let mut arg = feature_header(flags, 0);
+        device_feature(device, &mut arg)
+    }
+
+    /// `VFIO_DEVICE_FEATURE` GET `DMA_LOGGING_REPORT` of `[iova, iova + length)` in pages of
+    /// `page_size` bytes into `bitmap` (the device clears what it reports).
+    pub(crate) fn dma_logging_report(
+        device: &File,
+        iova: u64,
+        length: u64,
+        page_size: u64,
+        bitmap: &mut [u64],
+    ) -> io::Result<()> {
+        let pages = length / page_size.max(1);
+        if (bitmap.len() as u64) < pages.div_ceil(64) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let flags = b::VFIO_DEVICE_FEATURE_GET | b::VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT;
+        // vfio_device_feature_dma_logging_report { iova, length, page_size, bitmap }.
+        let mut arg = feature_header(flags, 32);
+        for v in [iova, length, page_size, bitmap.as_mut_ptr() as u64] {
+            arg.extend_from_slice(&v.to_ne_bytes());
+        }
+        // SAFETY: `arg` is the whole argument (argsz is its length); the kernel writes the
+        // bitmap of `length / page_size` pages at `bitmap`, which holds at least that many
+        // bits (checked above) and is borrowed mutably for the call.
+        check(unsafe { ioctl_with_mut_ptr(device, VFIO_DEVICE_FEATURE(), arg.as_mut_ptr()) })
+    }
+
+    /// A `struct vfio_device_feature` header for a payload of `payload` bytes.
+    fn feature_header(flags: u32, payload: usize) -> Vec<u8> {
+        let argsz = (8 + payload) as u32;
+        let mut arg = Vec::with_capacity(8 + payload);
+        arg.extend_from_slice(&argsz.to_ne_bytes());
+        arg.extend_from_slice(&flags.to_ne_bytes());
+        arg
+    }
+
     /// Take ownership of a data fd the kernel returned in a migration state change.
     pub(crate) fn file_from_returned_fd(fd: RawFd) -> io::Result<File> {
         if fd < 0 {

@@ -58,8 +58,8 @@ pub mod sim;
 
 pub use device::{VfioDevice, VfioMigration};
 pub use dma::{
-    memfd_guest_region, DirtyOp, DirtyRequest, DirtyTrackingInfo, DmaMapping, DmaTable, IommuInfo,
-    IovaRange, Type1, VfioContainer,
+    memfd_guest_region, DirtyOp, DirtyRequest, DirtySource, DirtyTracker, DirtyTrackingInfo,
+    DmaLogging, DmaMapping, DmaTable, IommuInfo, IovaRange, Type1, VfioContainer,
 };
 pub use error::{Error, Result};
 pub use info::{DeviceInfo, IrqInfo, RegionInfo};

@@ -73,3 +73,24 @@ fn raw_map_and_unmap_rules() {
 fn guest_regions_follow_the_groups() {
     iommu_rules::guest_regions_follow_the_groups(&rig());
 }
+
+/// A real vfio-pci device has no DMA-logging feature (ENOTTY): the tracker falls back to the
+/// container, which reports every mapped page of guest memory, and nothing outside it.
+#[test]
+fn the_tracker_falls_back_to_the_container_for_a_device_without_dma_logging() {
+    use vfio_core::{DirtySource, DirtyTracker, DmaLogging};
+    let lab = LabDevices::from_env().unwrap();
+    let container = Container::new().unwrap();
+    let dev = Arc::new(container.open_device(&lab.e1000e().unwrap()).unwrap());
+    let err = dev.dma_logging_start(4096, &[(0, 4096)]).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::ENOTTY));
+    container
+        .map_guest_region(&iommu_rules::region(0, 32 * 4096))
+        .unwrap();
+    let t = DirtyTracker::start(container.clone(), vec![dev.clone()]).unwrap();
+    assert_eq!(t.source(), DirtySource::Container);
+    let mut bits = [1u64 << 40];
+    t.report(0, &mut bits).unwrap();
+    assert_eq!(bits[0], 0xffff_ffff | (1 << 40));
+    t.stop().unwrap();
+}

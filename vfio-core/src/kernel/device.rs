@@ -262,6 +262,27 @@ impl VfioDevice for KernelDevice {
     }
 }
 
+impl crate::dma::DmaLogging for KernelDevice {
+    fn dma_logging_start(&self, page_size: u64, ranges: &[(u64, u64)]) -> Result<()> {
+        ioctl::dma_logging_start(&self.fd, page_size, ranges).map_err(Error::DmaLogging)
+    }
+
+    fn dma_logging_stop(&self) -> Result<()> {
+        ioctl::dma_logging_stop(&self.fd).map_err(Error::DmaLogging)
+    }
+
+    fn dma_logging_report(
+        &self,
+        iova: u64,
+        length: u64,
+        page_size: u64,
+        bitmap: &mut [u64],
+    ) -> Result<()> {
+        ioctl::dma_logging_report(&self.fd, iova, length, page_size, bitmap)
+            .map_err(Error::DmaLogging)
+    }
+}
+
 impl VfioMigration for KernelDevice {
     fn migration_features(&self) -> Result<Option<MigrationFeatures>> {
         let flags = b::VFIO_DEVICE_FEATURE_GET | b::VFIO_DEVICE_FEATURE_MIGRATION;
