@@ -19,69 +19,18 @@ use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 
 use crate::error::{errno, Error, Result};
+use crate::migration::fsm::KernelHop;
 use crate::migration::{MigState, MigState as S, MigrationDataFd, MigrationFeatures as F};
 
 use super::builder::SIM_MAX_BLOB;
 
-/// The next state on the way from `cur` to `target` (Linux's `vfio_from_fsm_table`).
-fn table(cur: MigState, target: MigState) -> MigState {
-    if cur == target {
-        return cur;
-    }
-    match (cur, target) {
-        (S::Error, _) | (_, S::Error) => S::Error,
-        (S::Stop, S::StopCopy) => S::StopCopy,
-        (S::Stop, S::Resuming) => S::Resuming,
-        (S::Stop, _) => S::RunningP2p,
-        (S::Running, S::PreCopy) => S::PreCopy,
-        (S::Running, _) => S::RunningP2p,
-        (S::PreCopy, S::PreCopyP2p | S::StopCopy) => S::PreCopyP2p,
-        (S::PreCopy, _) => S::Running,
-        (S::PreCopyP2p, S::PreCopy) => S::PreCopy,
-        (S::PreCopyP2p, S::StopCopy) => S::StopCopy,
-        (S::PreCopyP2p, _) => S::RunningP2p,
-        (S::StopCopy | S::Resuming, S::PreCopy | S::PreCopyP2p) => S::Error,
-        (S::StopCopy | S::Resuming, _) => S::Stop,
-        (S::RunningP2p, S::Running | S::PreCopy) => S::Running,
-        (S::RunningP2p, S::PreCopyP2p) => S::PreCopyP2p,
-        (S::RunningP2p, _) => S::Stop,
-    }
-}
-
-/// Features a state needs (`state_flags_table`); `None` for ERROR, which is never allowed.
-fn needs(state: MigState) -> Option<F> {
-    match state {
-        S::Error => None,
-        S::Stop | S::Running | S::StopCopy | S::Resuming => Some(F::STOP_COPY),
-        S::RunningP2p => Some(F::STOP_COPY | F::P2P),
-        S::PreCopy => Some(F::STOP_COPY | F::PRE_COPY),
-        S::PreCopyP2p => Some(F::STOP_COPY | F::PRE_COPY | F::P2P),
-    }
-}
-
-fn supported(state: MigState, features: F) -> bool {
-    needs(state).is_some_and(|n| features.contains(n))
-}
-
-/// The next single arc from `cur` towards `target`, skipping states the device does not
-/// support. Unlike Linux's loop, which can spin on the ERROR entry, this stops at ERROR and
-/// refuses (EINVAL).
+/// The next single arc from `cur` towards `target`: the kernel's `vfio_mig_get_next_state()`
+/// ([`crate::migration::fsm`]); `None` where the kernel answers EINVAL.
 pub(crate) fn next_state(cur: MigState, target: MigState, features: F) -> Option<MigState> {
-    if !supported(cur, features) || !supported(target, features) {
-        return None;
+    match features.next_state(cur, target) {
+        KernelHop::Next(next) => Some(next),
+        _ => None,
     }
-    let mut next = table(cur, target);
-    // Each hop moves along a finite table; bound the walk by the number of states.
-    for _ in 0..MigState::ALL.len() {
-        if next == S::Error {
-            return None;
-        }
-        if supported(next, features) {
-            return Some(next);
-        }
-        next = table(next, target);
-    }
-    None
 }
 
 /// Where an injected migration arc failure leaves the device
@@ -373,9 +322,12 @@ mod tests {
     #[test]
     fn blocked_and_unsupported_arcs_are_refused() {
         let all = F::STOP_COPY | F::P2P | F::PRE_COPY;
-        // STOP_COPY -> PRE_COPY is blocked: Linux's loop would spin on ERROR here.
+        // vfio_from_fsm_table[STOP_COPY][PRE_COPY] is ERROR: EINVAL.
         assert_eq!(next_state(S::StopCopy, S::PreCopy, all), None);
-        assert_eq!(next_state(S::Resuming, S::PreCopyP2p, all), None);
+        assert_eq!(next_state(S::StopCopy, S::PreCopyP2p, all), None);
+        // RESUMING reaches every state through STOP (vfio_from_fsm_table row RESUMING).
+        assert_eq!(next_state(S::Resuming, S::PreCopyP2p, all), Some(S::Stop));
+        assert_eq!(next_state(S::Resuming, S::PreCopy, all), Some(S::Stop));
         assert_eq!(next_state(S::Running, S::PreCopy, F::STOP_COPY), None);
         assert_eq!(next_state(S::Running, S::RunningP2p, F::STOP_COPY), None);
     }
