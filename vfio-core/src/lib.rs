@@ -63,5 +63,5 @@ pub use irq_set::{IrqAction, IrqData, IrqSet};
 pub use kernel::{
     Container, DeviceAddress, DirtyTrackingInfo, Group, IommuInfo, IovaRange, KernelDevice, Uuid,
 };
-pub use migration::{DataChunk, MigState, MigrationDataFd, MigrationFeatures};
+pub use migration::{DataChunk, MigState, MigrationDataFd, MigrationFeatures, PrecopyInfo};
 pub use msix::{MsixTriggers, TriggerUpdate};

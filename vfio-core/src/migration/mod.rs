@@ -3,14 +3,12 @@
 //! VFIO migration v2 (`VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE`): device states, feature flags,
 //! the kernel's state machine ([`fsm`]), and the data fd a saving or resuming state hands out.
 
-use std::fs::File;
-use std::io::{self, Read, Write};
-
 use vfio_bindings::bindings::vfio as b;
 
-use crate::error::{Error, Result};
-
+mod data_fd;
 pub mod fsm;
+
+pub use data_fd::{DataChunk, MigrationDataFd, PrecopyInfo};
 
 /// A migration v2 device state (`enum vfio_device_mig_state`); the discriminant is the uAPI
 /// number.
@@ -133,77 +131,5 @@ impl MigrationFeatures {
     /// `vfio_mig_get_next_state()` (see [`fsm`]).
     pub const fn next_state(self, cur: MigState, target: MigState) -> fsm::KernelHop {
         fsm::vfio_mig_get_next_state(self.migration_flags(), cur, target)
-    }
-}
-
-/// What one read of a saving data fd produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataChunk {
-    /// This many bytes were read.
-    Bytes(usize),
-    /// PRE_COPY has nothing more for now (the kernel's ENOMSG); ask again later.
-    NothingMoreForNow,
-    /// The stream ended (read returned 0 in STOP_COPY).
-    End,
-}
-
-/// The data fd of a saving (STOP_COPY, PRE_COPY) or resuming (RESUMING) state.
-///
-/// It reads and writes like the file it wraps; [`MigrationDataFd::read_chunk`] folds the
-/// "nothing more for now" answers of PRE_COPY into [`DataChunk::NothingMoreForNow`]: ENOMSG from
-/// the kernel, EAGAIN from the simulated device's non-blocking stream.
-#[derive(Debug)]
-pub struct MigrationDataFd {
-    file: File,
-}
-
-impl MigrationDataFd {
-    /// Wrap a data fd.
-    pub fn new(file: File) -> Self {
-        MigrationDataFd { file }
-    }
-
-    /// The underlying file.
-    pub fn into_file(self) -> File {
-        self.file
-    }
-
-    /// Read the next chunk into `buf`.
-    pub fn read_chunk(&mut self, buf: &mut [u8]) -> Result<DataChunk> {
-        loop {
-            match self.file.read(buf) {
-                Ok(0) => return Ok(DataChunk::End),
-                Ok(n) => return Ok(DataChunk::Bytes(n)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if e.raw_os_error() == Some(libc::ENOMSG)
-                        || e.kind() == io::ErrorKind::WouldBlock =>
-                {
-                    return Ok(DataChunk::NothingMoreForNow)
-                }
-                Err(e) => return Err(Error::MigrationData(e)),
-            }
-        }
-    }
-
-    /// Read everything available: until the end of the stream in STOP_COPY, or until "nothing
-    /// more for now" in PRE_COPY. Returns the bytes appended to `out`.
-    pub fn read_available(&mut self, out: &mut Vec<u8>) -> Result<usize> {
-        let mut buf = [0u8; 4096];
-        let mut total = 0;
-        loop {
-            match self.read_chunk(&mut buf)? {
-                DataChunk::Bytes(n) => {
-                    out.extend_from_slice(buf.get(..n).unwrap_or_default());
-                    total += n;
-                }
-                DataChunk::NothingMoreForNow | DataChunk::End => return Ok(total),
-            }
-        }
-    }
-
-    /// Write all of `data` (RESUMING).
-    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
-        self.file.write_all(data).map_err(Error::MigrationData)
     }
 }

@@ -46,7 +46,7 @@ impl Trigger {
     /// `eventfd_ctx_fdget`: takes the device's own reference (EBADF for an fd that is not
     /// open), then checks the file is an eventfd (EINVAL otherwise) with one `fstat`, compared
     /// with the shared eventfd inode (see the module docs of `sim` for what this lets through).
-    fn bind(raw: RawFd) -> std::io::Result<Trigger> {
+    pub(crate) fn bind(raw: RawFd) -> std::io::Result<Trigger> {
         let file = File::from(dup_fd(raw)?);
         let is_eventfd = match eventfd_identity() {
             Some(id) => {
@@ -64,7 +64,7 @@ impl Trigger {
         Ok(Trigger { raw, file })
     }
 
-    fn signal(&self) -> bool {
+    pub(crate) fn signal(&self) -> bool {
         (&self.file).write_all(&1u64.to_ne_bytes()).is_ok()
     }
 

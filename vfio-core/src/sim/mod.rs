@@ -33,14 +33,16 @@
 mod builder;
 mod irq;
 mod migration;
+mod migration_api;
+mod mtty;
 
 use std::collections::HashMap;
 use std::os::unix::io::RawFd;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use pci_config::{ids, BarKind, ConfigSpace};
 
-use crate::device::{VfioDevice, VfioMigration};
+use crate::device::VfioDevice;
 use crate::error::{errno, Error, Result};
 use crate::info::{
     pci_region_offset, DeviceFlags, DeviceInfo, IrqFlags, IrqInfo, RegionFlags, RegionInfo,
@@ -48,14 +50,18 @@ use crate::info::{
     MSIX_IRQ_INDEX, MSI_IRQ_INDEX, REQ_IRQ_INDEX, VGA_REGION_INDEX,
 };
 use crate::irq_set::IrqSet;
-use crate::migration::{MigState, MigrationDataFd, MigrationFeatures};
 
 pub use builder::{MsixMode, MsixPlacement, SimDeviceBuilder, SIM_MAX_BLOB};
 pub use irq::RaiseOutcome;
-pub use migration::{ArcFailure, MigrationArc};
+pub use migration::{ArcFailure, MigrationArc, PreCopyEnd};
+pub use mtty::{
+    mtty_data_size, MTTY_CONFIG_SPACE_SIZE, MTTY_HEADER_LEN, MTTY_MAGIC, MTTY_PORT_LEN,
+};
+
+pub(crate) use migration::SimDataFd;
 
 use irq::IrqState;
-use migration::{ArcFault, MigSim};
+use migration::{MigSim, StreamRules};
 
 const PAGE: u64 = 4096;
 
@@ -141,7 +147,11 @@ struct SimState {
     irq: IrqState,
     counters: SimCounters,
     faults: Faults,
-    migration: Option<MigSim>,
+    /// Shared with the device's migration data fds.
+    migration: Option<Arc<Mutex<MigSim>>>,
+    /// The mtty profile's device ([`SimDevice::mtty`]): its regions, interrupts and
+    /// migration content replace vfio-pci's.
+    mtty: Option<Box<mtty::Mtty>>,
 }
 
 /// A simulated vfio-pci device. See the module docs.
@@ -304,16 +314,26 @@ impl SimDevice {
         if b.reset {
             flags |= DeviceFlags::RESET;
         }
-        let info = DeviceInfo {
+        let mut info = DeviceInfo {
             flags,
             regions,
             irqs,
         };
+        let mut rules = StreamRules::frames(b.pre_copy_end, b.resume_failure);
+        let mut mtty_model = None;
+        if let Some(ports) = b.mtty {
+            let (mtty_info, mtty_rules, model) = mtty::profile(ports, &cs)?;
+            info = mtty_info;
+            rules = mtty_rules;
+            mtty_model = Some(Box::new(model));
+        }
         let counters = SimCounters {
             vector_bindings: vec![0; msix_vectors as usize],
             ..SimCounters::default()
         };
-        let migration = b.migration.map(|f| MigSim::new(f, b.blob.clone()));
+        let migration = b
+            .migration
+            .map(|f| Arc::new(Mutex::new(MigSim::new(f, b.blob.clone(), rules))));
         Ok(SimDevice {
             info,
             msix,
@@ -324,6 +344,7 @@ impl SimDevice {
                 counters,
                 faults: Faults::default(),
                 migration,
+                mtty: mtty_model,
             }),
         })
     }
@@ -411,67 +432,13 @@ impl SimDevice {
         self.lock().irq.fail_request = Some((vector, errno));
     }
 
-    /// Make every migration arc `from -> to` fail with `errno` until
-    /// [`SimDevice::clear_faults`], leaving the device as `leaves` says. The arc is one single
-    /// step of the kernel's walk, so a request that passes through it fails there too (after
-    /// the arcs before it were taken). Fails when the device does not support migration.
-    pub fn fail_migration_arc(
-        &self,
-        from: MigState,
-        to: MigState,
-        errno: i32,
-        leaves: ArcFailure,
-    ) -> Result<()> {
-        let mut s = self.lock();
-        let m = s
-            .migration
-            .as_mut()
-            .ok_or(Error::SimConfig("device does not support migration"))?;
-        m.fault = Some(ArcFault {
-            from,
-            to,
-            errno,
-            leaves,
-        });
-        Ok(())
-    }
-
-    /// Every single-state migration arc the device was asked to take, in order, failed ones
-    /// included (empty without migration support). A reset does not clear it.
-    pub fn migration_arcs(&self) -> Vec<MigrationArc> {
-        self.lock()
-            .migration
-            .as_ref()
-            .map(|m| m.arcs.clone())
-            .unwrap_or_default()
-    }
-
     /// Remove injected failures.
     pub fn clear_faults(&self) {
         let mut s = self.lock();
         s.faults = Faults::default();
         s.irq.fail_request = None;
-        if let Some(m) = s.migration.as_mut() {
-            m.fault = None;
-        }
-    }
-
-    /// The device-internal state migration saves and restores.
-    pub fn device_state_blob(&self) -> Option<Vec<u8>> {
-        self.lock().migration.as_ref().map(|m| m.blob.clone())
-    }
-
-    /// Change the device-internal state (the device doing work).
-    pub fn set_device_state_blob(&self, blob: Vec<u8>) -> Result<()> {
-        if blob.len() > SIM_MAX_BLOB {
-            return Err(Error::SimConfig("migration blob larger than SIM_MAX_BLOB"));
-        }
-        match self.lock().migration.as_mut() {
-            Some(m) => {
-                m.blob = blob;
-                Ok(())
-            }
-            None => Err(Error::SimConfig("device does not support migration")),
+        if let Some(m) = s.migration.as_ref() {
+            migration::lock(m).core.fault = None;
         }
     }
 
@@ -531,6 +498,9 @@ impl VfioDevice for SimDevice {
             .map_err(err)?;
         let s = &mut *self.lock();
         s.counters.region_reads += 1;
+        if let Some(m) = s.mtty.as_mut() {
+            return m.region_read(index, offset, buf, &mut s.counters);
+        }
         if index == CONFIG_REGION_INDEX {
             return s
                 .config
@@ -562,6 +532,9 @@ impl VfioDevice for SimDevice {
             .map_err(err)?;
         let s = &mut *self.lock();
         s.counters.region_writes += 1;
+        if let Some(m) = s.mtty.as_mut() {
+            return m.region_write(index, offset, data, &mut s.counters);
+        }
         if index == CONFIG_REGION_INDEX {
             return s
                 .config
@@ -587,6 +560,11 @@ impl VfioDevice for SimDevice {
                     source: errno(e),
                 })
             }
+            // mtty validates and answers SET_IRQS its own way (mtty_set_irqs()).
+            _ if s.mtty.is_some() => s
+                .mtty
+                .as_mut()
+                .map_or(Ok(()), |m| m.set_irqs(set, &mut s.counters)),
             _ => set.validate(&self.info).and_then(|()| {
                 let max = self.info.irq(set.index).map_or(0, |i| i.count);
                 // COMMAND bit 10, INTx Disable: INTx starts masked when the user set it.
@@ -606,43 +584,24 @@ impl VfioDevice for SimDevice {
     fn reset(&self) -> Result<()> {
         let s = &mut *self.lock();
         s.counters.resets += 1;
+        let reset_migration = |s: &SimState| {
+            if let Some(m) = s.migration.as_ref() {
+                migration::lock(m).core.reset();
+            }
+        };
+        if s.mtty.is_some() {
+            // mtty resets without the RESET flag: RUNNING, migration files disabled; its
+            // UART and interrupt state stay (mtty_reset()).
+            reset_migration(s);
+            return Ok(());
+        }
         if !self.info.flags.contains(DeviceFlags::RESET) {
-            return Err(Error::Reset(errno(libc::ENOTTY)));
+            // vfio_pci_ioctl_reset() without reset_works.
+            return Err(Error::Reset(errno(libc::EINVAL)));
         }
         s.bars.iter_mut().for_each(|m| *m = BarMemory::default());
         s.irq.pending.iter_mut().for_each(|p| *p = false);
-        if let Some(m) = s.migration.as_mut() {
-            m.reset();
-        }
+        reset_migration(s);
         Ok(())
-    }
-}
-
-impl VfioMigration for SimDevice {
-    fn migration_features(&self) -> Result<Option<MigrationFeatures>> {
-        let s = &mut *self.lock();
-        s.counters.migration_queries += 1;
-        Ok(s.migration.as_ref().map(|m| m.features))
-    }
-
-    fn set_migration_state(&self, state: MigState) -> Result<Option<MigrationDataFd>> {
-        let s = &mut *self.lock();
-        s.counters.migration_set_state += 1;
-        match s.migration.as_mut() {
-            Some(m) => m.set_state(state),
-            None => Err(Error::SetMigrationState {
-                requested: state,
-                source: errno(libc::ENOTTY),
-            }),
-        }
-    }
-
-    fn migration_state(&self) -> Result<MigState> {
-        let s = &mut *self.lock();
-        s.counters.migration_queries += 1;
-        s.migration
-            .as_ref()
-            .map(|m| m.state)
-            .ok_or_else(|| Error::GetMigrationState(errno(libc::ENOTTY)))
     }
 }
