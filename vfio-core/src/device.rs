@@ -3,6 +3,7 @@
 //! The device boundary: what the workspace needs from a VFIO device, and nothing more.
 
 use std::fmt::Debug;
+use std::os::fd::AsFd;
 
 use crate::error::Result;
 use crate::info::DeviceInfo;
@@ -15,7 +16,13 @@ use crate::migration::{MigState, MigrationDataFd, MigrationFeatures};
 /// vfio-pci device (`SimDevice`, feature `sim`). Methods take `&self` so one device can be
 /// shared as `Arc<dyn VfioDevice>` between, say, an MMIO handler and a config handler;
 /// implementations synchronise internally.
-pub trait VfioDevice: Send + Sync + Debug {
+///
+/// The [`AsFd`] supertrait is the fd the device's regions are read, written and mmapped
+/// through, each at its [`RegionInfo::offset`](crate::RegionInfo::offset): the VFIO device fd
+/// for `KernelDevice`; for `SimDevice` the memory file its BARs live in (config space is not
+/// in it there: read it with [`VfioDevice::region_read`]). Mapping a region mmappable
+/// ([`RegionFlags::MMAP`](crate::info::RegionFlags::MMAP)) at that offset maps the BAR.
+pub trait VfioDevice: AsFd + Send + Sync + Debug {
     /// The device's description: flags, regions, irq indexes. Fixed while the device is open.
     fn info(&self) -> &DeviceInfo;
 

@@ -206,6 +206,9 @@ pub enum Error {
     /// A device description handed to the simulated device was inconsistent.
     #[error("invalid simulated device description: {0}")]
     SimConfig(&'static str),
+    /// The simulated device's BAR memory file could not be made or sized.
+    #[error("failed to set up the simulated device's BAR memory")]
+    SimMemory(#[source] io::Error),
 }
 
 impl Error {
@@ -223,7 +226,8 @@ impl Error {
             | Error::SetIommu(e)
             | Error::IommuInfo(e)
             | Error::VfToken(e)
-            | Error::Random(e) => e,
+            | Error::Random(e)
+            | Error::SimMemory(e) => e,
             Error::RegionRead { source, .. }
             | Error::RegionWrite { source, .. }
             | Error::SetIrqs { source, .. }

@@ -91,6 +91,44 @@ pub(crate) fn eventfd_take(file: &std::fs::File) -> io::Result<u64> {
     }
 }
 
+/// A new anonymous memory file (`memfd_create`, close-on-exec), empty: the simulated device's
+/// BAR memory. Grow it with `File::set_len`; holes read as zeros and take no memory.
+#[cfg(feature = "sim")]
+pub(crate) fn memfd(name: &std::ffi::CStr) -> io::Result<std::fs::File> {
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call and the
+    // kernel only reads it.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by memfd_create, so it is open and nothing else owns it.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Give `len` bytes at `offset` of `file` back to the system: they read as zeros afterwards,
+/// in mappings too, and the file keeps its size (`fallocate` PUNCH_HOLE | KEEP_SIZE).
+#[cfg(feature = "sim")]
+pub(crate) fn punch_hole(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // SAFETY: fallocate reads no user memory; an invalid fd or range is reported as an error.
+    let ret = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Fill `buf` from the kernel's random source (`getrandom`).
 #[cfg(feature = "kernel")]
 pub(crate) fn fill_random(buf: &mut [u8]) -> io::Result<()> {

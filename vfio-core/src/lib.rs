@@ -41,6 +41,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "sim")]
+pub mod conformance;
 pub mod device;
 mod error;
 pub mod info;

@@ -6,7 +6,7 @@
 //! their userspace eventfds and delivers what the device had already signalled to their
 //! irqfds.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -36,6 +36,12 @@ const EIO: i32 = libc::EIO;
 struct FlakyConfig {
     sim: Arc<SimDevice>,
     fail_writes: AtomicBool,
+}
+
+impl AsFd for FlakyConfig {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sim.as_fd()
+    }
 }
 
 impl VfioDevice for FlakyConfig {

@@ -130,11 +130,6 @@ impl KernelDevice {
         self.group.as_ref()
     }
 
-    /// The device fd (to mmap regions, or for calls this crate does not wrap).
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
     /// Set the VF token of an SR-IOV PF bound to vfio-pci (`VFIO_DEVICE_FEATURE_PCI_VF_TOKEN`):
     /// its VFs can then be opened only with this token.
     pub fn set_vf_token(&self, token: Uuid) -> Result<()> {
@@ -206,6 +201,14 @@ fn short_access(index: u32, offset: u64, len: usize, done: usize, write: bool) -
         done,
         write,
     })
+}
+
+/// The VFIO device fd: regions are read, written and mmapped through it at their
+/// `RegionInfo::offset`; also for calls this crate does not wrap.
+impl AsFd for KernelDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 impl VfioDevice for KernelDevice {

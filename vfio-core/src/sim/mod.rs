@@ -36,7 +36,9 @@ mod migration;
 mod migration_api;
 mod mtty;
 
-use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
 use std::os::unix::io::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -101,38 +103,6 @@ pub struct SimCounters {
     pub vector_bindings: Vec<u64>,
 }
 
-/// Memory behind a BAR, allocated a page at a time on first write.
-#[derive(Debug, Default)]
-struct BarMemory {
-    pages: HashMap<u64, Box<[u8; PAGE as usize]>>,
-}
-
-impl BarMemory {
-    fn read(&self, offset: u64, buf: &mut [u8]) {
-        for (i, b) in buf.iter_mut().enumerate() {
-            let at = offset + i as u64;
-            *b = self
-                .pages
-                .get(&(at / PAGE))
-                .and_then(|p| p.get((at % PAGE) as usize).copied())
-                .unwrap_or(0);
-        }
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        for (i, &b) in data.iter().enumerate() {
-            let at = offset + i as u64;
-            let page = self
-                .pages
-                .entry(at / PAGE)
-                .or_insert_with(|| Box::new([0u8; PAGE as usize]));
-            if let Some(slot) = page.get_mut((at % PAGE) as usize) {
-                *slot = b;
-            }
-        }
-    }
-}
-
 /// Injected failures.
 #[derive(Debug, Default)]
 struct Faults {
@@ -143,7 +113,6 @@ struct Faults {
 #[derive(Debug)]
 struct SimState {
     config: ConfigSpace,
-    bars: Vec<BarMemory>,
     irq: IrqState,
     counters: SimCounters,
     faults: Faults,
@@ -159,6 +128,9 @@ struct SimState {
 pub struct SimDevice {
     info: DeviceInfo,
     msix: Option<MsixPlacement>,
+    /// The BARs' bytes: one sparse memory file, region `i` at `pci_region_offset(i)`, as a
+    /// vfio-pci device fd lays its regions out. Handed out as the device's [`AsFd`].
+    mem: File,
     state: Mutex<SimState>,
 }
 
@@ -334,12 +306,13 @@ impl SimDevice {
         let migration = b
             .migration
             .map(|f| Arc::new(Mutex::new(MigSim::new(f, b.blob.clone(), rules))));
+        let mem = bar_memory(&info)?;
         Ok(SimDevice {
             info,
             msix,
+            mem,
             state: Mutex::new(SimState {
                 config: cs,
-                bars: (0..6).map(|_| BarMemory::default()).collect(),
                 irq: IrqState::new(msix_vectors, dynamic),
                 counters,
                 faults: Faults::default(),
@@ -458,6 +431,26 @@ impl SimDevice {
     }
 }
 
+/// The BAR regions of `info`: index, offset in the device fd, size.
+fn bar_regions(info: &DeviceInfo) -> impl Iterator<Item = &RegionInfo> {
+    info.regions
+        .iter()
+        .flatten()
+        .filter(|r| r.index < BAR0_REGION_INDEX + 6)
+}
+
+/// The memory file behind the BARs, sized to end with the last BAR region (a sparse file: only
+/// pages written take memory).
+fn bar_memory(info: &DeviceInfo) -> Result<File> {
+    let mem = crate::ioctl::memfd(c"vfio-sim-bars").map_err(Error::SimMemory)?;
+    let end = bar_regions(info)
+        .map(|r| r.offset + r.size)
+        .max()
+        .unwrap_or(0);
+    mem.set_len(end).map_err(Error::SimMemory)?;
+    Ok(mem)
+}
+
 /// The parts of `0..size` outside the page-aligned `holes` (offset, len).
 fn areas_around(size: u64, holes: &[(u64, u64)]) -> Vec<SparseMmapArea> {
     let mut cut: Vec<(u64, u64)> = holes
@@ -485,6 +478,16 @@ fn areas_around(size: u64, holes: &[(u64, u64)]) -> Vec<SparseMmapArea> {
     areas
 }
 
+/// The memory file the BAR regions live in, at their `RegionInfo::offset`: mmap it there to map
+/// a BAR; `pread`/`pwrite` on it see and change the same bytes as
+/// [`VfioDevice::region_read`]/[`VfioDevice::region_write`], without the device's side effects
+/// (counters, PBA, modelled registers). Config space is not in it.
+impl AsFd for SimDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.mem.as_fd()
+    }
+}
+
 impl VfioDevice for SimDevice {
     fn info(&self) -> &DeviceInfo {
         &self.info
@@ -508,9 +511,8 @@ impl VfioDevice for SimDevice {
                 .map_err(|_| err(errno(libc::EINVAL)));
         }
         let bar = (index - BAR0_REGION_INDEX) as u8;
-        if let Some(mem) = s.bars.get(usize::from(bar)) {
-            mem.read(offset, buf);
-        }
+        let at = pci_region_offset(index) + offset;
+        self.mem.read_exact_at(buf, at).map_err(err)?;
         if let Some(m) = self.msix.filter(|m| m.pba_bar == bar) {
             let pba = u64::from(m.pba_offset);
             let lo = offset.max(pba);
@@ -542,11 +544,8 @@ impl VfioDevice for SimDevice {
                 .map(|_| ())
                 .map_err(|_| err(errno(libc::EINVAL)));
         }
-        let bar = (index - BAR0_REGION_INDEX) as usize;
-        if let Some(mem) = s.bars.get_mut(bar) {
-            mem.write(offset, data);
-        }
-        Ok(())
+        let at = pci_region_offset(index) + offset;
+        self.mem.write_all_at(data, at).map_err(err)
     }
 
     fn set_irqs(&self, set: &IrqSet) -> Result<()> {
@@ -599,7 +598,9 @@ impl VfioDevice for SimDevice {
             // vfio_pci_ioctl_reset() without reset_works.
             return Err(Error::Reset(errno(libc::EINVAL)));
         }
-        s.bars.iter_mut().for_each(|m| *m = BarMemory::default());
+        for r in bar_regions(&self.info).filter(|r| r.size > 0) {
+            crate::ioctl::punch_hole(&self.mem, r.offset, r.size).map_err(Error::Reset)?;
+        }
         s.irq.pending.iter_mut().for_each(|p| *p = false);
         reset_migration(s);
         Ok(())

@@ -4,6 +4,7 @@
 //! tell the library's own cost from the simulated device's (the simulator validates every
 //! eventfd it is handed, which a real VFIO device does in the kernel instead).
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +36,12 @@ impl TimedDevice {
 /// Reads a shared nanosecond counter as a duration.
 pub fn spent(nanos: &AtomicU64) -> Duration {
     Duration::from_nanos(nanos.load(Ordering::Relaxed))
+}
+
+impl AsFd for TimedDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
 }
 
 impl VfioDevice for TimedDevice {
