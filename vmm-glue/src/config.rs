@@ -144,7 +144,11 @@ impl ConfigEmu {
             .ok_or(Error::NoConfigRegion)?;
         let size = if region.size >= 4096 { 4096 } else { 256 };
         let mut bytes = vec![0u8; size];
-        dev.region_read(CONFIG_REGION_INDEX, 0, &mut bytes)
+        // The region may be shorter than the space it backs (mtty's is 0xff bytes,
+        // MTTY_CONFIG_SPACE_SIZE): read what it has, the rest reads as 0.
+        let readable = usize::try_from(region.size).map_or(size, |n| n.min(size));
+        let head = bytes.get_mut(..readable).unwrap_or_default();
+        dev.region_read(CONFIG_REGION_INDEX, 0, head)
             .map_err(Error::ConfigRead)?;
         let bars = host_bars(dev, &mut bytes);
         let has_intx = bytes.get(0x3d).is_some_and(|p| *p != 0);
