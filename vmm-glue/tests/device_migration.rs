@@ -268,7 +268,11 @@ fn an_mtty_builds_and_its_uart_state_migrates() {
     src_sim.region_write(1, 7, &[0xa5]).unwrap();
 
     let state = src.save_stopped().unwrap();
-    assert_eq!(state.device_data.len(), 96, "24-byte header, 36 bytes per port");
+    assert_eq!(
+        state.device_data.len(),
+        96,
+        "24-byte header, 36 bytes per port"
+    );
     assert_eq!(
         state.device_data.len() as u64,
         src_sim.migration_data_size().unwrap()
