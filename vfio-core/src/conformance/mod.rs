@@ -416,6 +416,7 @@ macro_rules! conformance_suite {
             Mtty,
             [
                 info_regions_and_irqs,
+                config_writes_follow_mtty,
                 uart_registers_read_back,
                 set_irqs_follow_mtty,
                 every_request_walks_as_the_kernel_answers,

@@ -183,6 +183,34 @@ pub fn uart_registers_read_back(s: &Subject) -> Outcome {
     baseline(d)
 }
 
+/// Config writes (`handle_pci_cfg_write()`): BAR0/BAR1 size with all ones (`bar_mask`,
+/// keeping the I/O bit) and store an address otherwise, BAR2-4 read back 0, the interrupt
+/// line stores one byte, COMMAND, STATUS, the pin and a write that does not start at a BAR
+/// are dropped. Everything changed is put back: the mdev keeps its config between opens.
+pub fn config_writes_follow_mtty(s: &Subject) -> Outcome {
+    ensure_eq!(s.config_read(0x10, 4)?, 1, "BAR0 as mtty builds it");
+    s.config_write(0x10, 4, 0xffff_ffff)?;
+    ensure_eq!(s.config_read(0x10, 4)?, 0xffff_fff9, "BAR0 sizes to 8 bytes of I/O");
+    s.config_write(0x14, 4, 0xffff_ffff)?;
+    ensure_eq!(s.config_read(0x14, 4)?, 0xffff_fff9, "BAR1");
+    s.config_write(0x10, 4, 0xc000)?;
+    ensure_eq!(s.config_read(0x10, 4)?, 0xc001, "an address, the I/O bit kept");
+    s.config_write(0x12, 2, 0x1234)?;
+    ensure_eq!(s.config_read(0x10, 4)?, 0xc001, "a write inside BAR0 is dropped");
+    s.config_write(0x18, 4, 0xffff_ffff)?;
+    ensure_eq!(s.config_read(0x18, 4)?, 0, "BAR2");
+    s.config_write(0x04, 2, 0x0007)?;
+    ensure_eq!(s.config_read(0x04, 4)?, 0x0200_0001, "COMMAND and STATUS");
+    s.config_write(0x3c, 4, 0xffff_ff0b)?;
+    ensure_eq!(s.config_read(0x3c, 4)?, 0x0000_010b, "line stored, pin kept");
+    s.config_write(0x3c, 1, 0)?;
+    for bar in [0x10, 0x14] {
+        s.config_write(bar, 4, 1)?;
+        ensure_eq!(s.config_read(bar, 4)?, 1, "BAR at {bar:#x} put back");
+    }
+    Ok(())
+}
+
 fn set_irqs(s: &Subject, set: IrqSet) -> crate::Result<()> {
     s.dev().set_irqs(&set)
 }
@@ -275,11 +303,14 @@ pub fn pre_copy_data_fd_to_stop_copy(s: &Subject) -> Outcome {
     };
     ensure_eq!(f.precopy_info()?, info(HEADER as u64, 0));
     ensure_eq!(d.migration_data_size()?, STREAM as u64, "in PRE_COPY");
+    let io = |e: std::io::Error| Failure::new(format!("read: {e}"));
     let mut buf = [0u8; 4096];
-    let n = f
-        .read(&mut buf)
-        .map_err(|e| Failure::new(format!("read: {e}")))?;
-    ensure_eq!(buf.get(..n), Some(&MTTY2_HEADER[..]));
+    // A short read takes what it asks for; initial_bytes is what is left.
+    let first = f.read(&mut buf[..10]).map_err(io)?;
+    ensure_eq!(first, 10);
+    ensure_eq!(f.precopy_info()?, info(HEADER as u64 - 10, 0));
+    let n = f.read(&mut buf[10..]).map_err(io)?;
+    ensure_eq!(buf.get(..10 + n), Some(&MTTY2_HEADER[..]));
     ensure_eq!(f.precopy_info()?, info(0, 0));
     ensure_eq!(
         f.read(&mut buf).map_err(|e| Failure::new(e.to_string()))?,
@@ -553,6 +584,17 @@ pub fn stale_fds_answer_enodev(s: &Subject) -> Outcome {
     ensure_eq!(g.precopy_info()?.initial_bytes, HEADER as u64);
     d.set_migration_state(MigState::Running)?;
     enodev(g.read(&mut buf))?;
+
+    // Closing the pre-copy fd does not end the device's file (it holds its own reference):
+    // PRE_COPY -> STOP_COPY still appends to it and hands out nothing.
+    let h = d.set_migration_state(MigState::PreCopy)?;
+    ensure!(h.is_some(), "no pre-copy fd");
+    drop(h);
+    ensure!(
+        d.set_migration_state(MigState::StopCopy)?.is_none(),
+        "no new fd for a closed pre-copy fd"
+    );
+    d.reset()?;
 
     d.set_migration_state(MigState::Stop)?;
     let mut c = d
