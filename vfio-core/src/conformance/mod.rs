@@ -71,6 +71,7 @@ macro_rules! ensure_eq {
 
 pub mod e1000e;
 pub mod mtty;
+mod mtty_device;
 mod mtty_fsm;
 pub mod nvme_vf;
 mod profiles;

@@ -180,7 +180,7 @@ fn replay(d: &dyn VfioMigration, row: &Row, stream: &[u8]) -> Outcome {
     Ok(())
 }
 
-/// Every (from, to) request of [`ROWS`], each from a device reset and walked to `from`; a
+/// Every (from, to) request of the transcribed table, each from a device reset and walked to `from`; a
 /// RESUMING `from` gets a complete stream (the bytes this device's STOP_COPY reads to its end)
 /// first, as the note's verdicts assume. All differences are reported together.
 pub fn every_request_walks_as_the_kernel_answers(s: &Subject) -> Outcome {

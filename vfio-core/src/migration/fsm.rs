@@ -243,7 +243,7 @@ pub enum KernelHop {
     /// `-EINVAL`: the table walk ended on `VFIO_DEVICE_STATE_ERROR`.
     ReachedError,
     /// The kernel's skip loop would never end: it went round a cycle of unsupported states.
-    /// [`KERNEL_RULES_TERMINATE`] proves this never happens.
+    /// A compile-time check (see the module docs, "Termination") proves this never happens.
     Spins,
 }
 

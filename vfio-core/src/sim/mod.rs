@@ -6,7 +6,8 @@
 //! what fails in the kernel: `VFIO_DEVICE_SET_IRQS` with the kernel's argument checks,
 //! NORESIZE and dynamic MSI-X, a `free_irq` + `request_irq` for every vector a TRIGGER names;
 //! device-side raises that signal the bound eventfd or latch the vector pending; counters of
-//! each; injected failures; and migration v2 through a data fd.
+//! each; injected failures; and migration v2 through a data fd. [`SimDevice::mtty`] is the
+//! lab's mtty mdev instead: its regions, UART registers, interrupts and migration stream.
 //!
 //! Share it as `Arc<SimDevice>`: hand a clone to the code under test (as
 //! `Arc<dyn VfioDevice>`) and keep one to raise vectors and read counters.
@@ -14,10 +15,22 @@
 //! # Where it differs from Linux
 //!
 //! Known, deliberate or not yet modelled:
-//! - The migration data fd is a Unix socket pair, not an anonymous file: in PRE_COPY "nothing
-//!   more for now" reads as `EAGAIN` rather than `ENOMSG` (`MigrationDataFd::read_chunk` folds
-//!   both into `NothingMoreForNow`), a stale fd reads EOF rather than `ENODEV`, and the blob is
-//!   limited to [`SIM_MAX_BLOB`]. `VFIO_MIG_GET_PRECOPY_INFO` and `MIG_DATA_SIZE` are absent.
+//! - Migration follows mtty's driver (Linux v6.12.117 `samples/vfio-mdev/mtty.c`; see
+//!   `migration`'s module docs), with the kernel's state walk. The data fd is an in-process
+//!   handle, not a file: it answers `read`, `write` and `VFIO_MIG_GET_PRECOPY_INFO` as mtty's
+//!   file does (including the VFS's EBADF for the wrong direction and ENOTTY for the ioctl on a
+//!   resuming fd), but it cannot be polled, `pread` (ESPIPE in the kernel) or passed to
+//!   another process (`MigrationDataFd::as_file` is `None`). Allocation failures of the
+//!   driver's files (ENOMEM) are not modelled.
+//! - The generic profile's stream is the simulator's own (frames of an opaque blob of at most
+//!   [`SIM_MAX_BLOB`] bytes); its `MIG_DATA_SIZE` is one frame of the blob, and state changed
+//!   during PRE_COPY is reported as dirty bytes (mtty reports none).
+//! - The mtty profile ([`SimDevice::mtty`]) answers as mtty does, except: a BAR read wider than
+//!   a byte gets the register in the first byte of each 4/2/1-byte piece and 0 in the others
+//!   (mtty leaves them uninitialised); a config write to BAR0/BAR1 narrower than 4 bytes is
+//!   zero-extended (mtty reads past its piece); mtty's check of `num_irqs` from a
+//!   GET_INFO that was never made (every IRQ ioctl EINVAL) is not modelled; its no-op DMA
+//!   logging is not offered (the traits have no DMA logging).
 //! - Dynamic MSI-X is whatever the builder says; the kernel also requires MSI domain support.
 //! - A raise on an allocated MSI-X vector with no eventfd is latched pending (QEMU's view of the
 //!   PBA); the kernel loses it. An unmasked INTx with no eventfd is latched too, where the

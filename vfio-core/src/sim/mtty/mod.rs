@@ -1,27 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The simulator's mtty profile: the kernel's sample mdev (Linux v6.12.117
-//! `samples/vfio-mdev/mtty.c`), as the lab creates it (type `mtty-2`: two serial ports), with
-//! the answers the sample gives rather than vfio-pci's.
-//!
-//! - Device info (`mtty_get_device_info()`): flags PCI only (no RESET flag, though
-//!   `VFIO_DEVICE_RESET` works: `mtty_reset()`), 9 regions, 5 irq indexes.
-//! - Regions (`mtty_get_region_info()`): every index below 9 reads and writes; config space is
-//!   0xff bytes, BAR0 (port 0) and BAR1 (port 1, `mtty-2` only) are 8-byte I/O BARs, all the
-//!   others have size 0. Nothing is mmappable.
-//! - Config space: mtty's own array, starting as `fixtures/lab/mtty.vfio.lspci-x` (the lab's
-//!   capture, which is what `mtty_create_config_space()` builds); writes follow
-//!   `handle_pci_cfg_write()`.
-//! - BARs: the UART registers of [`uart`] (`handle_bar_write()`, `handle_bar_read()`), so a
-//!   value written through one device's BAR and migrated reads back through the other's.
-//! - Interrupts (`mtty_get_irq_info()`, `mtty_set_irqs()`): INTx (count 1, maskable,
-//!   automasked) and MSI (count 1, NORESIZE); indexes 2-4 have no info (EINVAL). SET_IRQS is
-//!   validated against 5 vectors on every index, then MSI-X, ERR and REQ are ENOTTY; an
-//!   eventfd of -1 disables without enabling; a trigger on INTx signals only while unmasked
-//!   and masks it; the UART raises through the same path.
-//! - Migration: STOP_COPY | P2P | PRE_COPY, mtty's exact stream (a 24-byte header, then 36
-//!   bytes per port: `struct mtty_data`), PRE_COPY's end read as 0, `MIG_DATA_SIZE`
-//!   24 + 36 per port, and `mtty_resume_write()`'s ENOMEM and EFAULT rules.
+//! The simulator's mtty profile ([`SimDevice::mtty`]): the kernel's sample mdev (Linux
+//! v6.12.117 `samples/vfio-mdev/mtty.c`), with the answers the sample gives rather than
+//! vfio-pci's.
 
 mod uart;
 
@@ -476,8 +457,30 @@ impl DeviceContent for Mtty {
 }
 
 impl SimDevice {
-    /// The lab's mtty mdev, with `ports` serial ports (1 or 2; the lab creates `mtty-2`
-    /// devices). See the [module docs](self) for what it answers.
+    /// The lab's mtty mdev (Linux v6.12.117 `samples/vfio-mdev/mtty.c`), with `ports` serial
+    /// ports (1 or 2; the lab creates `mtty-2` devices), answering as the sample does rather
+    /// than as vfio-pci:
+    ///
+    /// - Device info (`mtty_get_device_info()`): flags PCI only (no RESET flag, though
+    ///   `VFIO_DEVICE_RESET` works: `mtty_reset()`), 9 regions, 5 irq indexes.
+    /// - Regions (`mtty_get_region_info()`): every index below 9 reads and writes; config
+    ///   space is 0xff bytes, BAR0 (port 0) and BAR1 (port 1, `mtty-2` only) are 8-byte I/O
+    ///   BARs, all the others have size 0. Nothing is mmappable.
+    /// - Config space: mtty's own array, starting as `fixtures/lab/mtty.vfio.lspci-x` (the
+    ///   lab's capture, which is what `mtty_create_config_space()` builds); writes follow
+    ///   `handle_pci_cfg_write()`.
+    /// - BARs: each port's 16550-like UART registers (`handle_bar_write()`,
+    ///   `handle_bar_read()`: SCR, LCR with the DLAB divisor latch, IER, FCR/IIR, MCR, LSR, MSR
+    ///   and a 16-byte loopback FIFO), so a value written through one device's BAR and migrated
+    ///   reads back through the other's.
+    /// - Interrupts (`mtty_get_irq_info()`, `mtty_set_irqs()`): INTx (count 1, maskable,
+    ///   automasked) and MSI (count 1, NORESIZE); indexes 2-4 have no info (EINVAL). SET_IRQS
+    ///   is validated against 5 vectors on every index, then MSI-X, ERR and REQ are ENOTTY;
+    ///   an eventfd of -1 disables without enabling; a trigger on INTx signals only while
+    ///   unmasked and masks it; the UART raises through the same path.
+    /// - Migration: STOP_COPY | P2P | PRE_COPY, mtty's exact stream (a 24-byte header, then 36
+    ///   bytes per port: `struct mtty_data`), PRE_COPY's end read as 0, `MIG_DATA_SIZE`
+    ///   24 + 36 per port, and `mtty_resume_write()`'s ENOMEM and EFAULT rules.
     pub fn mtty(ports: u32) -> Result<SimDevice> {
         if !(1..=2).contains(&ports) {
             return Err(Error::SimConfig("mtty has one or two ports"));
