@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 
 use super::{expect_errno, Failure, Outcome, Subject};
 use crate::device::VfioMigration;
-use crate::migration::{DataChunk, MigState, PrecopyInfo};
+use crate::migration::{DataChunk, MigState, MigrationDataFd, PrecopyInfo};
 
 pub use super::mtty_device::{
     config_writes_follow_mtty, info_regions_and_irqs, set_irqs_follow_mtty,
@@ -97,14 +97,19 @@ pub(crate) fn whole_stream(d: &dyn VfioMigration) -> Result<Vec<u8>, Failure> {
         d.set_migration_state(MigState::Stop)?.is_none(),
         "STOP hands out no fd"
     );
-    let mut fd = d
-        .set_migration_state(MigState::StopCopy)?
-        .ok_or_else(|| Failure::new("STOP -> STOP_COPY hands out a saving fd"))?;
+    let mut fd = enter(d, MigState::StopCopy)?;
     let mut out = Vec::new();
     let (n, end) = fd.read_available(MigState::StopCopy, &mut out)?;
     ensure_eq!((n, end), (STREAM, DataChunk::End));
     d.set_migration_state(MigState::Stop)?;
     Ok(out)
+}
+
+/// Move `d` to `state`, which must hand out a data fd.
+#[track_caller]
+fn enter(d: &dyn VfioMigration, state: MigState) -> Result<MigrationDataFd, Failure> {
+    d.set_migration_state(state)?
+        .ok_or_else(|| Failure::new(format!("entering {state:?} hands out no data fd")))
 }
 
 fn peer(s: &Subject) -> Result<&dyn VfioMigration, Failure> {
@@ -121,9 +126,7 @@ pub fn pre_copy_data_fd_to_stop_copy(s: &Subject) -> Outcome {
     let d = s.device.as_ref();
     baseline(d)?;
     ensure_eq!(d.migration_data_size()?, STREAM as u64, "in RUNNING");
-    let mut f = d
-        .set_migration_state(MigState::PreCopy)?
-        .ok_or_else(|| Failure::new("RUNNING -> PRE_COPY hands out a saving fd"))?;
+    let mut f = enter(d, MigState::PreCopy)?;
     let info = |initial_bytes, dirty_bytes| PrecopyInfo {
         initial_bytes,
         dirty_bytes,
@@ -185,9 +188,7 @@ pub fn pre_copy_data_fd_to_stop_copy(s: &Subject) -> Outcome {
 pub fn stop_copy_reads_the_whole_stream(s: &Subject) -> Outcome {
     let d = s.device.as_ref();
     baseline(d)?;
-    let mut f = d
-        .set_migration_state(MigState::PreCopyP2p)?
-        .ok_or_else(|| Failure::new("RUNNING -> PRE_COPY_P2P hands out a saving fd"))?;
+    let mut f = enter(d, MigState::PreCopyP2p)?;
     let mut got = Vec::new();
     let (n, end) = f.read_available(MigState::PreCopyP2p, &mut got)?;
     ensure_eq!((n, end), (HEADER, DataChunk::NothingMoreForNow));
@@ -248,9 +249,7 @@ pub fn save_restore_between_two_devices(s: &Subject) -> Outcome {
     baseline(dst)?;
     program(src, 0, 0x5a, b"hi", 0x0c)?;
     program(src, 1, 0xa5, b"xyz", 0x30)?;
-    let mut f = src
-        .set_migration_state(MigState::PreCopy)?
-        .ok_or_else(|| Failure::new("no pre-copy fd"))?;
+    let mut f = enter(src, MigState::PreCopy)?;
     let mut stream = Vec::new();
     f.read_available(MigState::PreCopy, &mut stream)?;
     ensure_eq!(f.precopy_info()?.is_empty(), true);
@@ -268,9 +267,7 @@ pub fn save_restore_between_two_devices(s: &Subject) -> Outcome {
     );
     src.set_migration_state(MigState::Stop)?;
 
-    let mut r = dst
-        .set_migration_state(MigState::Resuming)?
-        .ok_or_else(|| Failure::new("no resuming fd"))?;
+    let mut r = enter(dst, MigState::Resuming)?;
     let n = r
         .write(&stream)
         .map_err(|e| Failure::new(format!("write: {e}")))?;
@@ -299,9 +296,7 @@ pub fn truncated_resume_and_recovery(s: &Subject) -> Outcome {
     let (src, dst) = (s.device.as_ref(), peer(s)?);
     let stream = whole_stream(src)?;
     baseline(dst)?;
-    let mut r = dst
-        .set_migration_state(MigState::Resuming)?
-        .ok_or_else(|| Failure::new("no resuming fd"))?;
+    let mut r = enter(dst, MigState::Resuming)?;
     let io = |e: std::io::Error| Failure::new(format!("write: {e}"));
     ensure_eq!(r.write(&stream[..STREAM - 1]).map_err(io)?, STREAM - 1);
     expect_errno(dst.set_migration_state(MigState::Stop), libc::EINVAL)?;
@@ -313,9 +308,7 @@ pub fn truncated_resume_and_recovery(s: &Subject) -> Outcome {
     ensure!(dst.set_migration_state(MigState::Stop)?.is_none(), "no fd");
     ensure_eq!(dst.migration_state()?, MigState::Stop);
 
-    let mut r = dst
-        .set_migration_state(MigState::Resuming)?
-        .ok_or_else(|| Failure::new("no resuming fd"))?;
+    let mut r = enter(dst, MigState::Resuming)?;
     ensure_eq!(r.write(&stream[..HEADER + 1]).map_err(io)?, HEADER + 1);
     expect_errno(dst.set_migration_state(MigState::Running), libc::EINVAL)?;
     dst.reset()?;
@@ -339,9 +332,7 @@ pub fn resume_writes_are_checked(s: &Subject) -> Outcome {
         fd.write(data).map_err(crate::Error::MigrationData)
     };
     baseline(dst)?;
-    let mut r = dst
-        .set_migration_state(MigState::Resuming)?
-        .ok_or_else(|| Failure::new("no resuming fd"))?;
+    let mut r = enter(dst, MigState::Resuming)?;
     let mut long = stream.clone();
     long.push(0);
     expect_errno(write(&mut r, &long), libc::ENOMEM)?;
@@ -355,9 +346,7 @@ pub fn resume_writes_are_checked(s: &Subject) -> Outcome {
     if let Some(ports) = one.get_mut(16) {
         *ports = 1;
     }
-    let mut r = dst
-        .set_migration_state(MigState::Resuming)?
-        .ok_or_else(|| Failure::new("no resuming fd"))?;
+    let mut r = enter(dst, MigState::Resuming)?;
     expect_errno(write(&mut r, &one), libc::EFAULT)?;
     expect_errno(dst.set_migration_state(MigState::Stop), libc::EINVAL)?;
     ensure_eq!(dst.migration_state()?, MigState::Resuming);
@@ -366,9 +355,7 @@ pub fn resume_writes_are_checked(s: &Subject) -> Outcome {
 
     // A corrupt magic in a whole stream: EFAULT on the write.
     dst.reset()?;
-    let mut r = dst
-        .set_migration_state(MigState::Resuming)?
-        .ok_or_else(|| Failure::new("no resuming fd"))?;
+    let mut r = enter(dst, MigState::Resuming)?;
     let mut bad = stream.clone();
     if let Some(b) = bad.get_mut(0) {
         *b ^= 0xff;
@@ -392,9 +379,7 @@ pub fn stale_fds_answer_enodev(s: &Subject) -> Outcome {
     };
     let mut buf = [0u8; 64];
     put(d, 0, SCR, 0x77)?;
-    let mut f = d
-        .set_migration_state(MigState::PreCopy)?
-        .ok_or_else(|| Failure::new("no pre-copy fd"))?;
+    let mut f = enter(d, MigState::PreCopy)?;
     expect_errno(
         f.write(&[0]).map_err(crate::Error::MigrationData),
         libc::EBADF,
@@ -404,9 +389,7 @@ pub fn stale_fds_answer_enodev(s: &Subject) -> Outcome {
     ensure_eq!(get(d, 0, SCR)?, 0x77, "reset keeps the UART");
     enodev(f.read(&mut buf))?;
     expect_errno(f.precopy_info(), libc::EINVAL)?;
-    let mut g = d
-        .set_migration_state(MigState::PreCopy)?
-        .ok_or_else(|| Failure::new("no pre-copy fd"))?;
+    let mut g = enter(d, MigState::PreCopy)?;
     expect_errno(f.precopy_info(), libc::ENODEV)?;
     ensure_eq!(g.precopy_info()?.initial_bytes, HEADER as u64);
     d.set_migration_state(MigState::Running)?;
@@ -424,16 +407,12 @@ pub fn stale_fds_answer_enodev(s: &Subject) -> Outcome {
     d.reset()?;
 
     d.set_migration_state(MigState::Stop)?;
-    let mut c = d
-        .set_migration_state(MigState::StopCopy)?
-        .ok_or_else(|| Failure::new("no stop-copy fd"))?;
+    let mut c = enter(d, MigState::StopCopy)?;
     d.set_migration_state(MigState::Stop)?;
     enodev(c.read(&mut buf))?;
 
     let stream = whole_stream(d)?;
-    let mut r = d
-        .set_migration_state(MigState::Resuming)?
-        .ok_or_else(|| Failure::new("no resuming fd"))?;
+    let mut r = enter(d, MigState::Resuming)?;
     expect_errno(
         r.read(&mut buf).map_err(crate::Error::MigrationData),
         libc::EBADF,

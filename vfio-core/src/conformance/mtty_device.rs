@@ -90,36 +90,49 @@ pub fn uart_registers_read_back(s: &Subject) -> Outcome {
 /// are dropped. Everything changed is put back: the mdev keeps its config between opens.
 pub fn config_writes_follow_mtty(s: &Subject) -> Outcome {
     ensure_eq!(s.config_read(0x10, 4)?, 1, "BAR0 as mtty builds it");
-    s.config_write(0x10, 4, 0xffff_ffff)?;
-    ensure_eq!(
-        s.config_read(0x10, 4)?,
-        0xffff_fff9,
-        "BAR0 sizes to 8 bytes of I/O"
-    );
-    s.config_write(0x14, 4, 0xffff_ffff)?;
-    ensure_eq!(s.config_read(0x14, 4)?, 0xffff_fff9, "BAR1");
-    s.config_write(0x10, 4, 0xc000)?;
-    ensure_eq!(
-        s.config_read(0x10, 4)?,
-        0xc001,
-        "an address, the I/O bit kept"
-    );
-    s.config_write(0x12, 2, 0x1234)?;
-    ensure_eq!(
-        s.config_read(0x10, 4)?,
-        0xc001,
-        "a write inside BAR0 is dropped"
-    );
-    s.config_write(0x18, 4, 0xffff_ffff)?;
-    ensure_eq!(s.config_read(0x18, 4)?, 0, "BAR2");
-    s.config_write(0x04, 2, 0x0007)?;
-    ensure_eq!(s.config_read(0x04, 4)?, 0x0200_0001, "COMMAND and STATUS");
-    s.config_write(0x3c, 4, 0xffff_ff0b)?;
-    ensure_eq!(
-        s.config_read(0x3c, 4)?,
-        0x0000_010b,
-        "line stored, pin kept"
-    );
+    // (write at, bytes, value; then the dword read at, and what it holds).
+    let steps: [(u64, usize, u32, u64, u32, &str); 8] = [
+        (
+            0x10,
+            4,
+            0xffff_ffff,
+            0x10,
+            0xffff_fff9,
+            "BAR0 sizes to 8 bytes of I/O",
+        ),
+        (0x14, 4, 0xffff_ffff, 0x14, 0xffff_fff9, "BAR1"),
+        (
+            0x10,
+            4,
+            0xc000,
+            0x10,
+            0xc001,
+            "an address, the I/O bit kept",
+        ),
+        (
+            0x12,
+            2,
+            0x1234,
+            0x10,
+            0xc001,
+            "a write inside BAR0 is dropped",
+        ),
+        (0x18, 4, 0xffff_ffff, 0x18, 0, "BAR2"),
+        (0x04, 2, 0x0007, 0x04, 0x0200_0001, "COMMAND and STATUS"),
+        (
+            0x3c,
+            4,
+            0xffff_ff0b,
+            0x3c,
+            0x0000_010b,
+            "line stored, pin kept",
+        ),
+        (0x3d, 1, 0x04, 0x3c, 0x0000_010b, "the pin is hardwired"),
+    ];
+    for (at, len, value, read_at, want, what) in steps {
+        s.config_write(at, len, value)?;
+        ensure_eq!(s.config_read(read_at, 4)?, want, "{what}");
+    }
     s.config_write(0x3c, 1, 0)?;
     for bar in [0x10, 0x14] {
         s.config_write(bar, 4, 1)?;

@@ -448,6 +448,14 @@ impl std::fmt::Debug for SimDataFd {
 }
 
 impl SimDataFd {
+    /// The device's saving file, if it is still this fd's; ENODEV once disabled.
+    fn saving_file<'a>(&self, core: &'a mut MigCore) -> io::Result<&'a mut SaveFile> {
+        core.saving
+            .as_mut()
+            .filter(|f| f.id == self.id)
+            .ok_or_else(|| errno(libc::ENODEV))
+    }
+
     /// `mtty_save_read()` (a resuming fd is write-only: EBADF, as `vfs_read()` answers).
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         if self.resuming {
@@ -455,12 +463,7 @@ impl SimDataFd {
         }
         let m = &mut *lock(&self.mig);
         let (state, end) = (m.core.state, m.core.rules.pre_copy_end);
-        let f = m
-            .core
-            .saving
-            .as_mut()
-            .filter(|f| f.id == self.id)
-            .ok_or_else(|| errno(libc::ENODEV))?;
+        let f = self.saving_file(&mut m.core)?;
         let rest = f.data.get(f.pos..).unwrap_or_default();
         let n = rest.len().min(buf.len());
         if n == 0 {
@@ -509,16 +512,11 @@ impl SimDataFd {
         if self.resuming {
             return Err(errno(libc::ENOTTY));
         }
-        let m = lock(&self.mig);
+        let m = &mut *lock(&self.mig);
         if !m.core.state.is_pre_copy() {
             return Err(errno(libc::EINVAL));
         }
-        let f = m
-            .core
-            .saving
-            .as_ref()
-            .filter(|f| f.id == self.id)
-            .ok_or_else(|| errno(libc::ENODEV))?;
+        let f = self.saving_file(&mut m.core)?;
         let initial = f.initial.saturating_sub(f.pos);
         let dirty = f.data.len().saturating_sub(f.pos.max(f.initial));
         Ok((initial as u64, dirty as u64))
