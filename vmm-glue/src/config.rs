@@ -13,7 +13,7 @@
 
 use pci_config::ids::{CAP_MSI, CAP_MSIX, EXT_ARI, EXT_SRIOV};
 use pci_config::{BarKind, CapabilityKind, ConfigSpace, ROM_INDEX};
-use vfio_core::info::{BAR0_REGION_INDEX, CONFIG_REGION_INDEX, ROM_REGION_INDEX};
+use vfio_core::info::{BAR0_REGION_INDEX, CONFIG_REGION_INDEX, MSI_IRQ_INDEX, ROM_REGION_INDEX};
 use vfio_core::VfioDevice;
 
 use crate::{Error, Result};
@@ -172,7 +172,12 @@ impl ConfigEmu {
                     .map_err(Error::ConfigModel)?;
             }
         }
-        let msi = Self::emulate_msi(&mut space)?;
+        // The vector count comes from GET_IRQ_INFO: vfio-pci's config view shows Multiple
+        // Message Capable as what the last MSI enable got (0 before the first), not what the
+        // device can do (Linux v6.12.117 drivers/vfio/pci/vfio_pci_config.c,
+        // vfio_msi_config_read()).
+        let msi_vectors = dev.info().irq(MSI_IRQ_INDEX).map_or(1, |i| i.count);
+        let msi = Self::emulate_msi(&mut space, msi_vectors)?;
         let msix = Self::emulate_msix(&mut space)?;
         Ok(ConfigEmu {
             space,
@@ -183,7 +188,7 @@ impl ConfigEmu {
         })
     }
 
-    fn emulate_msi(space: &mut ConfigSpace) -> Result<Option<MsiCap>> {
+    fn emulate_msi(space: &mut ConfigSpace, vectors: u32) -> Result<Option<MsiCap>> {
         let Ok(cap) = space.find_standard(CAP_MSI) else {
             return Ok(None);
         };
@@ -192,7 +197,7 @@ impl ConfigEmu {
             offset: cap.offset,
             is64: ctrl & (1 << 7) != 0,
             per_vector_mask: ctrl & (1 << 8) != 0,
-            mmc: ((ctrl >> 1) & 7).min(5) as u8,
+            mmc: vectors.max(1).ilog2().min(5) as u8,
         };
         let off = usize::from(cap.offset);
         let len = usize::from(msi.len());
@@ -201,9 +206,9 @@ impl ConfigEmu {
             .get(off..off + len)
             .map(<[u8]>::to_vec)
             .ok_or(Error::StateMismatch("MSI capability past the end"))?;
-        // Start disabled, one vector, no message.
+        // Start disabled, one vector, no message; capable of what GET_IRQ_INFO reports.
         if let Some(b) = value.get_mut(2) {
-            *b &= !0x71;
+            *b = (*b & !0x7f) | (msi.mmc << 1);
         }
         value.iter_mut().skip(4).for_each(|b| *b = 0);
         let e = Error::ConfigModel;

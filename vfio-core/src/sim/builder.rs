@@ -26,6 +26,15 @@ pub enum MsixMode {
     Dynamic,
 }
 
+/// A device behaviour behind the BARs that the simulator models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceModel {
+    /// The interrupt registers of QEMU's e1000e in BAR 0 (ICR, ICS, IMS, IMC, IVAR): writes
+    /// raise INTx, MSI or MSI-X as the device's config space has them enabled.
+    E1000e,
+}
+
 /// Where the MSI-X table and PBA live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MsixPlacement {
@@ -93,6 +102,9 @@ pub struct SimDeviceBuilder {
     pub(crate) resume_failure: ArcFailure,
     /// The mtty profile, with this many ports ([`SimDevice::mtty`]).
     pub(crate) mtty: Option<u32>,
+    pub(crate) virtfn: Option<(u16, u16)>,
+    pub(crate) model: Option<DeviceModel>,
+    pub(crate) msi_needs_bus_master: bool,
 }
 
 impl SimDeviceBuilder {
@@ -115,6 +127,9 @@ impl SimDeviceBuilder {
             pre_copy_end: PreCopyEnd::Enomsg,
             resume_failure: ArcFailure::StaysInSource,
             mtty: None,
+            virtfn: None,
+            model: None,
+            msi_needs_bus_master: false,
         }
     }
 
@@ -165,8 +180,9 @@ impl SimDeviceBuilder {
         self
     }
 
-    /// Whether the MSI-X BAR reports `MSIX_MAPPABLE` (default) or, as older kernels do, sparse
-    /// mmap areas that leave out the table and PBA pages.
+    /// Whether the MSI-X table's BAR reports `MSIX_MAPPABLE` (default, as Linux 4.16 and later
+    /// do) or, as older kernels did, sparse mmap areas that leave out the table and PBA pages
+    /// (never Linux 6.12: not for conformance profiles).
     pub fn msix_mappable(mut self, mappable: bool) -> Self {
         self.msix_mappable = mappable;
         self
@@ -211,6 +227,28 @@ impl SimDeviceBuilder {
         self
     }
 
+    /// An SR-IOV VF whose PF gives it these IDs: vfio-pci shows the IDs (a VF's own ID
+    /// registers read 0xffff), the interrupt pin as 0 (no INTx vector), and the memory enable
+    /// bit virtually (`no_command_memory`: BAR access never depends on it).
+    pub fn virtfn(mut self, vendor: u16, device: u16) -> Self {
+        self.virtfn = Some((vendor, device));
+        self
+    }
+
+    /// Model this device behaviour behind the BARs.
+    pub fn model(mut self, model: DeviceModel) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// Whether the device sends MSI and MSI-X messages only with COMMAND's Bus Master set, as
+    /// QEMU's devices (and real ones) do; default off, so a test that never enables bus
+    /// mastering still gets its raises.
+    pub fn msi_needs_bus_master(mut self, needed: bool) -> Self {
+        self.msi_needs_bus_master = needed;
+        self
+    }
+
     /// Build the device.
     pub fn build(self) -> Result<SimDevice> {
         if self.blob.len() > SIM_MAX_BLOB {
@@ -221,7 +259,7 @@ impl SimDeviceBuilder {
             None => self.generate_space()?,
         };
         let space = self.define_bars(space)?;
-        SimDevice::from_parts(self, space)
+        SimDevice::assemble(self, space)
     }
 
     fn generate_space(&self) -> Result<ConfigSpace> {
@@ -235,6 +273,16 @@ impl SimDeviceBuilder {
         cs.set_physical(regs::CLASS_PROG_IF, &class[..3])
             .map_err(bad)?;
         cs.set_physical(regs::INTERRUPT_PIN, &[1]).map_err(bad)?;
+        // pci_enable_device() at open turns on decoding of the BARs the device has.
+        let has = |io: bool| {
+            self.bars
+                .iter()
+                .flatten()
+                .any(|b| (b.kind == BarKind::Io) == io)
+        };
+        let command = u16::from(has(true)) | (u16::from(has(false)) << 1);
+        cs.set_physical(regs::COMMAND, &command.to_le_bytes())
+            .map_err(bad)?;
         let mut caps: Vec<(u8, Vec<u8>)> = Vec::new();
         if let Some(n) = self.msi_vectors {
             if !n.is_power_of_two() || n > 32 {
