@@ -72,6 +72,13 @@ pub enum Error {
     /// Reading or writing the migration data fd failed.
     #[error("migration data fd i/o failed")]
     MigrationData(#[source] io::Error),
+    /// `VFIO_MIG_GET_PRECOPY_INFO` on the migration data fd failed (EINVAL outside the
+    /// pre-copy states, ENODEV for a stale fd).
+    #[error("VFIO_MIG_GET_PRECOPY_INFO failed")]
+    PrecopyInfo(#[source] io::Error),
+    /// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE` failed.
+    #[error("failed to read the device's stop-copy data size")]
+    MigrationDataSize(#[source] io::Error),
     /// `VFIO_DEVICE_SET_IRQS` returned a positive value: the PCI core could allocate only
     /// `available` of the MSI/MSI-X vectors asked for, and vfio-pci enabled none of them.
     #[error("VFIO_DEVICE_SET_IRQS on irq index {index} enabled nothing: only {available} vectors available")]
@@ -294,6 +301,8 @@ impl Error {
             | Error::MigrationQuery(e)
             | Error::GetMigrationState(e)
             | Error::MigrationData(e)
+            | Error::PrecopyInfo(e)
+            | Error::MigrationDataSize(e)
             | Error::OpenContainer(e)
             | Error::SetIommu(e)
             | Error::IommuInfo(e)

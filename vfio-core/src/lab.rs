@@ -9,10 +9,12 @@
 //! lab test never passes by skipping.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::conformance::{Backend, Failure, Kind, Subject};
 use crate::error::{Error, Result};
-use crate::kernel::{DeviceAddress, Uuid};
+use crate::kernel::{Container, DeviceAddress, Uuid};
 
 /// The lab guest's devices, from the `LAB_*` variables `/init` exports.
 #[derive(Debug, Clone)]
@@ -110,5 +112,59 @@ pub fn vf_address(pf: &str, n: u32, timeout: Duration) -> Result<String> {
             });
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long the lab waits before asserting that no further interrupt arrives: the kernel
+/// signals eventfds from interrupt handlers and workqueues, and the guest runs under TCG.
+const LAB_SETTLE: Duration = Duration::from_millis(150);
+
+/// The lab's SR-IOV VF for one scenario: created (`sriov_numvfs=1`) after the PF was opened
+/// with a VF token, removed again (`sriov_numvfs=0`) when the scenario's VF fd has closed, so
+/// no VF outlives the process (QEMU 7.2 drops VFs when the PF is next opened and reset, which
+/// stalls the kernel: LAB.md).
+struct VfGuard {
+    /// The PF stays open while its VF exists (its VF token lives in the PF's vfio-pci state).
+    _pf: crate::kernel::KernelDevice,
+    pf_bdf: String,
+}
+
+impl Drop for VfGuard {
+    fn drop(&mut self) {
+        // Nothing to report to: a failure shows in the next scenario's sriov_numvfs=1.
+        let _ = set_numvfs(&self.pf_bdf, 0);
+    }
+}
+
+/// The real lab device `kind`, opened through its group and a new type1 container (the
+/// conformance suite's lab backend; see `crate::conformance`). For the NVMe VF the PF is
+/// opened, given a VF token, one VF is created and opened with the token; the VF is removed
+/// after the subject is dropped.
+pub fn kernel_subject(kind: Kind) -> std::result::Result<Subject, Failure> {
+    let lab = LabDevices::from_env()?;
+    let container = Container::new()?;
+    let subject = |dev: crate::kernel::KernelDevice| {
+        Subject::new(Arc::new(dev), kind, Backend::Kernel, LAB_SETTLE)
+    };
+    match kind {
+        Kind::E1000e => Ok(subject(container.open_device(&lab.e1000e()?)?)),
+        Kind::NvmeVf => {
+            let pf = container.open_device(&lab.nvme_pf()?)?;
+            let token = Uuid::random()?;
+            pf.set_vf_token(token)?;
+            set_numvfs(&lab.nvme_pf, 1)?;
+            let guard = VfGuard {
+                _pf: pf,
+                pf_bdf: lab.nvme_pf.clone(),
+            };
+            let vf = vf_address(&lab.nvme_pf, 0, Duration::from_secs(30))?;
+            let dev = container.open_device(&DeviceAddress::pci(&vf)?.with_vf_token(token))?;
+            Ok(subject(dev).with_guard(Box::new(guard)))
+        }
+        // Two mdevs: the migration scenarios' source and destination.
+        Kind::Mtty => {
+            let peer = container.open_device(&lab.mtty(1)?)?;
+            Ok(subject(container.open_device(&lab.mtty(0)?)?).with_peer(Arc::new(peer)))
+        }
     }
 }

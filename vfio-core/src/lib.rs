@@ -41,6 +41,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "sim")]
+pub mod conformance;
 pub mod device;
 pub mod dma;
 mod error;
@@ -66,5 +68,5 @@ pub use info::{DeviceInfo, IrqInfo, RegionInfo};
 pub use irq_set::{IrqAction, IrqData, IrqSet};
 #[cfg(feature = "kernel")]
 pub use kernel::{Container, DeviceAddress, Group, KernelDevice, Uuid};
-pub use migration::{DataChunk, MigState, MigrationDataFd, MigrationFeatures};
+pub use migration::{DataChunk, MigState, MigrationDataFd, MigrationFeatures, PrecopyInfo};
 pub use msix::{MsixTriggers, TriggerUpdate};

@@ -76,8 +76,8 @@ fn intx_mask_and_unmask_need_enabled_intx_and_count_one() {
 }
 
 /// `vfio_pci_set_intx_unmask` with DATA_EVENTFD installs a virqfd: a signal on that eventfd
-/// runs `vfio_pci_intx_unmask_handler`, which re-sends an interrupt still pending (and stays
-/// masked) or unmasks. This is the resample eventfd KVM's level-triggered irqfd writes.
+/// runs `vfio_pci_intx_unmask_handler`, which re-sends the interrupt while the line is still
+/// asserted (and stays masked) or unmasks. This is the resample eventfd KVM's level-triggered irqfd writes.
 #[test]
 fn intx_unmask_eventfd_unmasks_and_redelivers_a_pending_line() {
     let sim = intx_device();
@@ -92,9 +92,9 @@ fn intx_unmask_eventfd_unmasks_and_redelivers_a_pending_line() {
     sim.set_irqs(&intx_unmask_fd(Some(unmask.as_raw_fd())))
         .unwrap();
 
-    assert!(matches!(sim.raise_intx(), RaiseOutcome::Signalled(_)));
+    assert!(matches!(sim.assert_intx(), RaiseOutcome::Signalled(_)));
     assert!(sim.is_intx_masked(), "INTx is automasked when it fires");
-    assert_eq!(sim.raise_intx(), RaiseOutcome::Latched);
+    assert_eq!(sim.assert_intx(), RaiseOutcome::Latched);
     assert_eq!(take_count(trigger), 1);
 
     // EOI: the line is still asserted, so the interrupt is sent again and INTx stays masked.
@@ -106,10 +106,11 @@ fn intx_unmask_eventfd_unmasks_and_redelivers_a_pending_line() {
         0,
         "the device consumed the unmask signal"
     );
-    // Second EOI with nothing pending: unmasked, and the next raise is delivered.
+    // The device deasserts; the next EOI unmasks, and the next assertion is delivered.
+    sim.deassert_intx();
     unmask.write(1).unwrap();
     assert!(!sim.is_intx_masked());
-    assert!(matches!(sim.raise_intx(), RaiseOutcome::Signalled(_)));
+    assert!(matches!(sim.assert_intx(), RaiseOutcome::Signalled(_)));
     assert_eq!(take_count(trigger), 1);
 
     // fd -1 removes the unmask eventfd: signals on it no longer unmask.
@@ -137,7 +138,7 @@ fn intx_handler_is_requested_once_and_eventfd_changes_are_free() {
         ))
         .unwrap();
     }
-    sim.raise_intx();
+    sim.assert_intx();
     assert_eq!((take_count(&fds[0]), take_count(&fds[1])), (1, 0));
     let c = sim.counters();
     assert_eq!((c.request_irq, c.free_irq, c.index_enables), (1, 0, 1));
@@ -162,7 +163,7 @@ fn intx_starts_masked_when_command_disables_it() {
     ))
     .unwrap();
     assert!(sim.is_intx_masked());
-    assert_eq!(sim.raise_intx(), RaiseOutcome::Latched);
+    assert_eq!(sim.assert_intx(), RaiseOutcome::Latched);
     assert_eq!(take_count(&fds[0]), 0);
 }
 
@@ -181,7 +182,7 @@ fn msix_enable_with_no_vectors_is_refused() {
 
 /// `vfio_pci_set_ctx_trigger_single` (ERR and REQ): DATA_NONE with no eventfd is EINVAL;
 /// with one, count 1 signals it and count 0 releases it; fd -1 de-assigns and any other
-/// negative fd leaves the eventfd in place. No irq is requested for either index.
+/// negative fd is EINVAL, the eventfd left in place. No irq is requested for either index.
 #[test]
 fn req_index_follows_ctx_trigger_single() {
     let sim = msix_device(1, MsixMode::NoResize);
@@ -194,8 +195,10 @@ fn req_index_follows_ctx_trigger_single() {
         vec![Some(fds[0].as_raw_fd())],
     ))
     .unwrap();
-    sim.set_irqs(&IrqSet::eventfds(REQ_IRQ_INDEX, 0, vec![Some(-2)]))
-        .unwrap();
+    let err = sim
+        .set_irqs(&IrqSet::eventfds(REQ_IRQ_INDEX, 0, vec![Some(-2)]))
+        .unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EINVAL));
     sim.set_irqs(&fire).unwrap();
     assert_eq!(take_count(&fds[0]), 1);
     sim.set_irqs(&IrqSet::disable(REQ_IRQ_INDEX)).unwrap();
@@ -278,10 +281,13 @@ fn pre_copy_data_is_readable_as_soon_as_the_fd_is_returned() {
     let mut fd = sim.set_migration_state(MigState::PreCopy).unwrap().unwrap();
     let mut buf = [0u8; 64];
     let want = 4 + b"device state".len();
-    assert_eq!(fd.read_chunk(&mut buf).unwrap(), DataChunk::Bytes(want));
+    assert_eq!(
+        fd.read_chunk(MigState::PreCopy, &mut buf).unwrap(),
+        DataChunk::Bytes(want)
+    );
     assert_eq!(&buf[4..want], b"device state");
     assert_eq!(
-        fd.read_chunk(&mut buf).unwrap(),
+        fd.read_chunk(MigState::PreCopy, &mut buf).unwrap(),
         DataChunk::NothingMoreForNow
     );
 }

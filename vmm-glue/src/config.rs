@@ -13,10 +13,16 @@
 
 use pci_config::ids::{CAP_EXP, CAP_MSI, CAP_MSIX, EXT_ARI, EXT_SRIOV};
 use pci_config::{BarKind, CapabilityKind, ConfigSpace, ROM_INDEX};
-use vfio_core::info::{BAR0_REGION_INDEX, CONFIG_REGION_INDEX, ROM_REGION_INDEX};
+use vfio_core::info::{BAR0_REGION_INDEX, CONFIG_REGION_INDEX, MSI_IRQ_INDEX, ROM_REGION_INDEX};
 use vfio_core::VfioDevice;
 
 use crate::{Error, Result};
+
+/// COMMAND bits clear after power-on that a host leaves set: I/O, memory, bus master (low
+/// byte) and Interrupt Disable (high byte).
+pub(crate) const POWER_ON_CLEARED_COMMAND_LOW: u8 = 0x07;
+/// See [`POWER_ON_CLEARED_COMMAND_LOW`].
+pub(crate) const POWER_ON_CLEARED_COMMAND_HIGH: u8 = 0x04;
 
 /// Where the MSI capability is and what it can do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,9 +157,21 @@ impl ConfigEmu {
             .ok_or(Error::NoConfigRegion)?;
         let size = if region.size >= 4096 { 4096 } else { 256 };
         let mut bytes = vec![0u8; size];
-        dev.region_read(CONFIG_REGION_INDEX, 0, &mut bytes)
+        // The region may be shorter than the space it backs (mtty's is 0xff bytes,
+        // MTTY_CONFIG_SPACE_SIZE): read what it has, the rest reads as 0.
+        let readable = usize::try_from(region.size).map_or(size, |n| n.min(size));
+        let head = bytes.get_mut(..readable).unwrap_or_default();
+        dev.region_read(CONFIG_REGION_INDEX, 0, head)
             .map_err(Error::ConfigRead)?;
         let bars = host_bars(dev, &mut bytes);
+        // The guest starts from power-on COMMAND (decode and bus master off); the device is
+        // told the same when the passthrough device is built.
+        if let Some(cmd) = bytes.get_mut(4) {
+            *cmd &= !POWER_ON_CLEARED_COMMAND_LOW;
+        }
+        if let Some(cmd) = bytes.get_mut(5) {
+            *cmd &= !POWER_ON_CLEARED_COMMAND_HIGH;
+        }
         let has_intx = bytes.get(0x3d).is_some_and(|p| *p != 0);
         let mut space = ConfigSpace::from_bytes(&bytes).map_err(Error::ConfigModel)?;
         if space.is_extended() {
@@ -175,7 +193,12 @@ impl ConfigEmu {
                     .map_err(Error::ConfigModel)?;
             }
         }
-        let msi = Self::emulate_msi(&mut space)?;
+        // The vector count comes from GET_IRQ_INFO: vfio-pci's config view shows Multiple
+        // Message Capable as what the last MSI enable got (0 before the first), not what the
+        // device can do (Linux v6.12.117 drivers/vfio/pci/vfio_pci_config.c,
+        // vfio_msi_config_read()).
+        let msi_vectors = dev.info().irq(MSI_IRQ_INDEX).map_or(1, |i| i.count);
+        let msi = Self::emulate_msi(&mut space, msi_vectors)?;
         let msix = Self::emulate_msix(&mut space)?;
         let pcie_devctl = space.find_standard(CAP_EXP).ok().map(|c| c.offset + 8);
         Ok(ConfigEmu {
@@ -189,7 +212,7 @@ impl ConfigEmu {
         })
     }
 
-    fn emulate_msi(space: &mut ConfigSpace) -> Result<Option<MsiCap>> {
+    fn emulate_msi(space: &mut ConfigSpace, vectors: u32) -> Result<Option<MsiCap>> {
         let Ok(cap) = space.find_standard(CAP_MSI) else {
             return Ok(None);
         };
@@ -198,7 +221,7 @@ impl ConfigEmu {
             offset: cap.offset,
             is64: ctrl & (1 << 7) != 0,
             per_vector_mask: ctrl & (1 << 8) != 0,
-            mmc: ((ctrl >> 1) & 7).min(5) as u8,
+            mmc: vectors.max(1).ilog2().min(5) as u8,
         };
         let off = usize::from(cap.offset);
         let len = usize::from(msi.len());
@@ -207,9 +230,9 @@ impl ConfigEmu {
             .get(off..off + len)
             .map(<[u8]>::to_vec)
             .ok_or(Error::StateMismatch("MSI capability past the end"))?;
-        // Start disabled, one vector, no message.
+        // Start disabled, one vector, no message; capable of what GET_IRQ_INFO reports.
         if let Some(b) = value.get_mut(2) {
-            *b &= !0x71;
+            *b = (*b & !0x7f) | (msi.mmc << 1);
         }
         value.iter_mut().skip(4).for_each(|b| *b = 0);
         let e = Error::ConfigModel;

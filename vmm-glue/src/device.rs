@@ -199,6 +199,9 @@ impl PassthroughDevice {
             vm_mappings: vm.guest_mappings.clone(),
             torn_down: false,
         };
+        // As after a reset: the kernel hands the device over with decode on (the host's
+        // state); the guest's firmware enables what it places.
+        device.clear_command();
         device.register_bar_sources()?;
         // After reset INTx is live (Interrupt Disable clear) if the device has a pin.
         device.update_irq_mode();

@@ -197,31 +197,27 @@ impl PassthroughDevice {
         Ok(())
     }
 
-    /// COMMAND as after power-on: I/O, memory and bus master off, INTx enabled. The kernel's
-    /// resets (`pci_try_reset_function`, for VFIO_DEVICE_RESET and an FLR alike) save and
-    /// restore the function's config space around the reset, so without this the device would
-    /// come back decoding at the addresses it had.
-    fn clear_command(&mut self) {
-        let off = pci_config::regs::COMMAND as u64;
+    /// COMMAND as after power-on: I/O, memory and bus master off, INTx enabled. The kernel
+    /// opens a device with decode on (as the host left it), and its resets
+    /// (`pci_try_reset_function`, for VFIO_DEVICE_RESET and an FLR alike) save and restore the
+    /// function's config space around the reset, so without this the device would come back
+    /// decoding at the addresses it had.
+    pub(crate) fn clear_command(&mut self) {
+        use crate::config::{POWER_ON_CLEARED_COMMAND_HIGH, POWER_ON_CLEARED_COMMAND_LOW};
+        let at = pci_config::regs::COMMAND;
+        let off = at as u64;
         let mut cmd = [0u8; 2];
-        let io_mem_master_intx_disable: u16 = 0x1 | 0x2 | 0x4 | 0x400;
         let result = self
             .dev
             .region_read(CONFIG_REGION_INDEX, off, &mut cmd)
             .and_then(|()| {
-                let v = u16::from_le_bytes(cmd) & !io_mem_master_intx_disable;
-                self.dev
-                    .region_write(CONFIG_REGION_INDEX, off, &v.to_le_bytes())
+                cmd[0] &= !POWER_ON_CLEARED_COMMAND_LOW;
+                cmd[1] &= !POWER_ON_CLEARED_COMMAND_HIGH;
+                self.dev.region_write(CONFIG_REGION_INDEX, off, &cmd)
             });
-        if result.is_err() {
+        if result.is_err() || self.cfg.space.set_physical(at, &cmd).is_err() {
             self.stats.device_access_errors += 1;
         }
-    }
-
-    fn release_interrupts_for_reset(&mut self) {
-        let line = self.intx_line.take();
-        self.release_interrupts();
-        self.intx_line = line;
     }
 
     /// The device was reset underneath (a guest function-level reset, which the kernel

@@ -195,7 +195,7 @@ fn intx_goes_through_a_resample_irqfd_and_the_resample_unmasks_the_device() {
     assert_eq!(vm.router.stats().irqfd_attaches, 1);
     let line = dev.intx_line().unwrap();
     assert_eq!(line.gsi(), 5);
-    sim.raise_intx();
+    sim.assert_intx();
     assert_eq!(sim.counters().signals, 1);
     assert!(
         apic.wait_pending(0x51).unwrap(),
@@ -204,10 +204,16 @@ fn intx_goes_through_a_resample_irqfd_and_the_resample_unmasks_the_device() {
     assert!(line.trigger().read().is_err(), "KVM consumed the trigger");
     assert!(sim.is_intx_masked(), "VFIO masks INTx when it fires");
     // No vCPU runs here, so nothing sends the EOI that makes KVM signal the resample
-    // eventfd; signal it as KVM would. VFIO reads it as the INTx unmask eventfd.
+    // eventfd; signal it as KVM would. VFIO reads it as the INTx unmask eventfd. The device
+    // still asserts its line: unmasking fires again, and masks again.
+    line.resample().write(1).unwrap();
+    assert!(sim.is_intx_masked());
+    assert_eq!(sim.counters().signals, 2, "level-triggered: fired again");
+    // The device drops its line (the driver cleared the cause); the next resample unmasks.
+    sim.deassert_intx();
     line.resample().write(1).unwrap();
     assert!(!sim.is_intx_masked(), "the resample unmasked INTx");
-    assert_eq!(sim.counters().signals, 1);
+    assert_eq!(sim.counters().signals, 2);
     drop(dev);
     assert_eq!(
         vm.router.stats().irqfd_detaches,

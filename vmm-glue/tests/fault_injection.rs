@@ -459,6 +459,16 @@ fn check_consistent(w: &mut World, ctx: &str) {
                     );
                     assert!(sim.is_pending(u32::from(v)));
                 }
+                // A device whose MSI-X index is disabled (the failed enable was undone) sends
+                // no MSI-X message at all.
+                RaiseOutcome::Dropped => {
+                    assert_ne!(
+                        sim.active_irq_index(),
+                        Some(vfio_core::info::MSIX_IRQ_INDEX),
+                        "{ctx}: device {i} vector {v} dropped with MSI-X enabled"
+                    );
+                    assert_eq!(dev_trigger, None);
+                }
                 other => panic!("{ctx}: device {i} vector {v}: raise went to {other:?}"),
             }
         }

@@ -8,10 +8,12 @@ use pci_config::{ids, regs, BarKind, ConfigSpace};
 use crate::error::{Error, Result};
 use crate::migration::MigrationFeatures;
 
+use super::migration::{ArcFailure, PreCopyEnd};
+
 use super::SimDevice;
 
-/// Largest device-state blob the simulated device migrates. Its data fd is a socket pair whose
-/// buffer must hold what the other side writes before the next state change.
+/// Largest device-state blob the simulated device migrates (a resume stream whose frame claims
+/// more is refused).
 pub const SIM_MAX_BLOB: usize = 16 * 1024;
 
 /// How the simulated device reports its MSI-X index.
@@ -22,6 +24,15 @@ pub enum MsixMode {
     NoResize,
     /// Dynamic MSI-X (Linux 6.5+): vectors can be added one at a time after enable.
     Dynamic,
+}
+
+/// A device behaviour behind the BARs that the simulator models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceModel {
+    /// The interrupt registers of QEMU's e1000e in BAR 0 (ICR, ICS, IMS, IMC, IVAR): writes
+    /// raise INTx, MSI or MSI-X as the device's config space has them enabled.
+    E1000e,
 }
 
 /// Where the MSI-X table and PBA live.
@@ -87,6 +98,13 @@ pub struct SimDeviceBuilder {
     pub(crate) reset: bool,
     pub(crate) migration: Option<MigrationFeatures>,
     pub(crate) blob: Vec<u8>,
+    pub(crate) pre_copy_end: PreCopyEnd,
+    pub(crate) resume_failure: ArcFailure,
+    /// The mtty profile, with this many ports ([`SimDevice::mtty`]).
+    pub(crate) mtty: Option<u32>,
+    pub(crate) virtfn: Option<(u16, u16)>,
+    pub(crate) model: Option<DeviceModel>,
+    pub(crate) msi_needs_bus_master: bool,
 }
 
 impl SimDeviceBuilder {
@@ -106,6 +124,12 @@ impl SimDeviceBuilder {
             reset: true,
             migration: None,
             blob: Vec::new(),
+            pre_copy_end: PreCopyEnd::Enomsg,
+            resume_failure: ArcFailure::StaysInSource,
+            mtty: None,
+            virtfn: None,
+            model: None,
+            msi_needs_bus_master: false,
         }
     }
 
@@ -156,8 +180,9 @@ impl SimDeviceBuilder {
         self
     }
 
-    /// Whether the MSI-X BAR reports `MSIX_MAPPABLE` (default) or, as older kernels do, sparse
-    /// mmap areas that leave out the table and PBA pages.
+    /// Whether the MSI-X table's BAR reports `MSIX_MAPPABLE` (default, as Linux 4.16 and later
+    /// do) or, as older kernels did, sparse mmap areas that leave out the table and PBA pages
+    /// (never Linux 6.12: not for conformance profiles).
     pub fn msix_mappable(mut self, mappable: bool) -> Self {
         self.msix_mappable = mappable;
         self
@@ -170,7 +195,10 @@ impl SimDeviceBuilder {
         self
     }
 
-    /// Whether the device supports `VFIO_DEVICE_RESET` (default yes).
+    /// Whether the device supports `VFIO_DEVICE_RESET` (default yes): the RESET flag, and a
+    /// reset that works. Without, a reset is EINVAL, as vfio-pci answers without
+    /// `reset_works` (Linux v6.12.117 `drivers/vfio/pci/vfio_pci_core.c`,
+    /// `vfio_pci_ioctl_reset()`).
     pub fn reset(mut self, supported: bool) -> Self {
         self.reset = supported;
         self
@@ -184,6 +212,43 @@ impl SimDeviceBuilder {
         self
     }
 
+    /// How a PRE_COPY read answers once everything available was read: `ENOMSG` (default, the
+    /// uAPI's convention) or 0 (mtty's).
+    pub fn pre_copy_end(mut self, end: PreCopyEnd) -> Self {
+        self.pre_copy_end = end;
+        self
+    }
+
+    /// Where a resume stream the device refuses at RESUMING -> STOP (no complete frame)
+    /// leaves it: in RESUMING with its fd still writable (default, what mtty does), or in
+    /// ERROR.
+    pub fn resume_failure(mut self, leaves: ArcFailure) -> Self {
+        self.resume_failure = leaves;
+        self
+    }
+
+    /// An SR-IOV VF whose PF gives it these IDs: vfio-pci shows the IDs (a VF's own ID
+    /// registers read 0xffff), the interrupt pin as 0 (no INTx vector), and the memory enable
+    /// bit virtually (`no_command_memory`: BAR access never depends on it).
+    pub fn virtfn(mut self, vendor: u16, device: u16) -> Self {
+        self.virtfn = Some((vendor, device));
+        self
+    }
+
+    /// Model this device behaviour behind the BARs.
+    pub fn model(mut self, model: DeviceModel) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// Whether the device sends MSI and MSI-X messages only with COMMAND's Bus Master set, as
+    /// QEMU's devices (and real ones) do; default off, so a test that never enables bus
+    /// mastering still gets its raises.
+    pub fn msi_needs_bus_master(mut self, needed: bool) -> Self {
+        self.msi_needs_bus_master = needed;
+        self
+    }
+
     /// Build the device.
     pub fn build(self) -> Result<SimDevice> {
         if self.blob.len() > SIM_MAX_BLOB {
@@ -194,7 +259,7 @@ impl SimDeviceBuilder {
             None => self.generate_space()?,
         };
         let space = self.define_bars(space)?;
-        SimDevice::from_parts(self, space)
+        SimDevice::assemble(self, space)
     }
 
     fn generate_space(&self) -> Result<ConfigSpace> {
@@ -208,6 +273,16 @@ impl SimDeviceBuilder {
         cs.set_physical(regs::CLASS_PROG_IF, &class[..3])
             .map_err(bad)?;
         cs.set_physical(regs::INTERRUPT_PIN, &[1]).map_err(bad)?;
+        // pci_enable_device() at open turns on decoding of the BARs the device has.
+        let has = |io: bool| {
+            self.bars
+                .iter()
+                .flatten()
+                .any(|b| (b.kind == BarKind::Io) == io)
+        };
+        let command = u16::from(has(true)) | (u16::from(has(false)) << 1);
+        cs.set_physical(regs::COMMAND, &command.to_le_bytes())
+            .map_err(bad)?;
         let mut caps: Vec<(u8, Vec<u8>)> = Vec::new();
         if let Some(n) = self.msi_vectors {
             if !n.is_power_of_two() || n > 32 {

@@ -26,7 +26,7 @@ use super::SimCounters;
 #[derive(Debug)]
 pub(crate) struct Trigger {
     pub(crate) raw: RawFd,
-    file: File,
+    pub(crate) file: File,
 }
 
 /// The `(st_dev, st_ino)` every eventfd reports. Linux backs every eventfd with one shared
@@ -46,7 +46,7 @@ impl Trigger {
     /// `eventfd_ctx_fdget`: takes the device's own reference (EBADF for an fd that is not
     /// open), then checks the file is an eventfd (EINVAL otherwise) with one `fstat`, compared
     /// with the shared eventfd inode (see the module docs of `sim` for what this lets through).
-    fn bind(raw: RawFd) -> std::io::Result<Trigger> {
+    pub(crate) fn bind(raw: RawFd) -> std::io::Result<Trigger> {
         let file = File::from(dup_fd(raw)?);
         let is_eventfd = match eventfd_identity() {
             Some(id) => {
@@ -64,12 +64,12 @@ impl Trigger {
         Ok(Trigger { raw, file })
     }
 
-    fn signal(&self) -> bool {
+    pub(crate) fn signal(&self) -> bool {
         (&self.file).write_all(&1u64.to_ne_bytes()).is_ok()
     }
 
     /// Whether the eventfd was signalled since last asked (its counter is consumed).
-    fn take(&self) -> bool {
+    pub(crate) fn take(&self) -> bool {
         eventfd_take(&self.file).is_ok_and(|n| n > 0)
     }
 }
@@ -90,15 +90,22 @@ pub(crate) struct IrqState {
     /// The INTx unmask eventfd (`ACTION_UNMASK | DATA_EVENTFD`, the kernel's virqfd): a
     /// signal on it unmasks INTx. Serviced whenever the device or the user touches INTx.
     pub(crate) intx_unmask: Option<Trigger>,
+    /// `ctx->masked` of INTx.
     pub(crate) intx_masked: bool,
-    pub(crate) intx_pending: bool,
+    /// The level the device drives on its INTx pin.
+    pub(crate) intx_line: bool,
+    /// `vdev->virq_disabled`: the virtual COMMAND INTx Disable bit, as last acted on.
+    pub(crate) virq_disabled: bool,
     pub(crate) err: Option<Trigger>,
     pub(crate) req: Option<Trigger>,
     /// Injected failure: `request_irq` of this MSI/MSI-X vector fails with this errno.
     pub(crate) fail_request: Option<(u32, i32)>,
+    /// Injected failure: the PCI core allocates only this many MSI/MSI-X vectors at the next
+    /// enable that asks for more, and SET_IRQS returns that count (vfio_msi_enable()).
+    pub(crate) fail_alloc: Option<u32>,
 }
 
-fn set_err(index: u32, e: i32) -> Error {
+pub(crate) fn set_err(index: u32, e: i32) -> Error {
     Error::SetIrqs {
         index,
         source: errno(e),
@@ -116,22 +123,20 @@ impl IrqState {
             intx: None,
             intx_unmask: None,
             intx_masked: false,
-            intx_pending: false,
+            intx_line: false,
+            virq_disabled: false,
             err: None,
             req: None,
             fail_request: None,
+            fail_alloc: None,
         }
     }
 
-    /// Carry out a request that passed [`IrqSet::validate`].
-    ///
-    /// `virq_disabled` is the INTx Disable bit of the (virtual) COMMAND register: INTx starts
-    /// masked when it is set, as vfio-pci's `vfio_intx_enable` does.
+    /// Carry out a request that passed [`IrqSet::validate`] (vfio_pci_set_irqs_ioctl()).
     pub(crate) fn apply(
         &mut self,
         set: &IrqSet,
         max_vectors: u32,
-        virq_disabled: bool,
         c: &mut SimCounters,
     ) -> Result<()> {
         let flags = set.flags();
@@ -140,9 +145,7 @@ impl IrqState {
             (MSI_IRQ_INDEX | MSIX_IRQ_INDEX, b::VFIO_IRQ_SET_ACTION_TRIGGER) => {
                 self.msi_trigger(set, max_vectors, c)
             }
-            (INTX_IRQ_INDEX, b::VFIO_IRQ_SET_ACTION_TRIGGER) => {
-                self.intx_trigger(set, virq_disabled, c)
-            }
+            (INTX_IRQ_INDEX, b::VFIO_IRQ_SET_ACTION_TRIGGER) => self.intx_trigger(set, c),
             (INTX_IRQ_INDEX, b::VFIO_IRQ_SET_ACTION_MASK | b::VFIO_IRQ_SET_ACTION_UNMASK) => {
                 self.intx_mask(set, action == b::VFIO_IRQ_SET_ACTION_MASK, c)
             }
@@ -154,7 +157,7 @@ impl IrqState {
         }
     }
 
-    fn fds(set: &IrqSet) -> Vec<RawFd> {
+    pub(crate) fn fds(set: &IrqSet) -> Vec<RawFd> {
         match &set.data {
             IrqData::Eventfds(v) => v
                 .iter()
@@ -181,11 +184,22 @@ impl IrqState {
             if is_this {
                 return self.set_block(set.index, set.start, &fds, c);
             }
-            if set.start + set.count == 0 {
-                // pci_alloc_irq_vectors(pdev, 1, 0, ..): fewer than the minimum of one.
+            let nvec = set.start + set.count;
+            if nvec == 0 {
+                // pci_alloc_irq_vectors(pdev, 1, 0, ..): fewer than the minimum of one
+                // (ERANGE in the lab, Linux 6.12.117).
                 return Err(set_err(set.index, libc::ERANGE));
             }
-            self.msi_enable(set.index, set.start + set.count, max_vectors, c);
+            if let Some(available) = self.fail_alloc.filter(|&n| n < nvec) {
+                // "return the number of supported vectors if we can't get all": the vectors
+                // are freed and nothing is enabled.
+                self.fail_alloc = None;
+                return Err(Error::SetIrqsIncomplete {
+                    index: set.index,
+                    available,
+                });
+            }
+            self.msi_enable(set.index, nvec, max_vectors, c);
             let ret = self.set_block(set.index, set.start, &fds, c);
             if ret.is_err() {
                 self.msi_disable(c);
@@ -309,132 +323,6 @@ impl IrqState {
         Ok(())
     }
 
-    /// `vfio_pci_set_intx_trigger`. Since Linux 6.9 the INTx handler is requested once, when
-    /// INTx is enabled (even with no eventfd), and freed when it is disabled; changing the
-    /// eventfd only swaps the trigger and costs no `request_irq`.
-    fn intx_trigger(
-        &mut self,
-        set: &IrqSet,
-        virq_disabled: bool,
-        c: &mut SimCounters,
-    ) -> Result<()> {
-        let data = set.flags() & b::VFIO_IRQ_SET_DATA_TYPE_MASK;
-        let is_this = self.active == Some(INTX_IRQ_INDEX);
-        if is_this && set.count == 0 && data == b::VFIO_IRQ_SET_DATA_NONE {
-            self.intx_disable(c);
-            return Ok(());
-        }
-        if !(is_this || self.active.is_none()) || set.start != 0 || set.count != 1 {
-            return Err(set_err(INTX_IRQ_INDEX, libc::EINVAL));
-        }
-        if data == b::VFIO_IRQ_SET_DATA_EVENTFD {
-            let trigger = Self::intx_eventfd(set)?;
-            if !is_this {
-                self.active = Some(INTX_IRQ_INDEX);
-                self.intx_masked = virq_disabled;
-                self.intx_pending = false;
-                c.index_enables += 1;
-                c.request_irq += 1;
-            }
-            self.intx = trigger;
-            return Ok(());
-        }
-        if !is_this {
-            return Err(set_err(INTX_IRQ_INDEX, libc::EINVAL));
-        }
-        let fire = match &set.data {
-            IrqData::Bool(v) => v.first().copied().unwrap_or(false),
-            _ => true,
-        };
-        if fire {
-            if let Some(t) = &self.intx {
-                if t.signal() {
-                    c.signals += 1;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The eventfd of an INTx DATA_EVENTFD set (its single fd): bound when the fd is >= 0,
-    /// none for -1.
-    fn intx_eventfd(set: &IrqSet) -> Result<Option<Trigger>> {
-        let fd = Self::fds(set).first().copied().unwrap_or(-1);
-        if fd < 0 {
-            return Ok(None);
-        }
-        let trigger = Trigger::bind(fd).map_err(|source| Error::SetIrqs {
-            index: INTX_IRQ_INDEX,
-            source,
-        })?;
-        Ok(Some(trigger))
-    }
-
-    fn intx_disable(&mut self, c: &mut SimCounters) {
-        self.intx = None;
-        self.intx_unmask = None;
-        self.intx_masked = false;
-        self.intx_pending = false;
-        self.active = None;
-        c.free_irq += 1;
-        c.index_disables += 1;
-    }
-
-    /// `vfio_pci_set_intx_mask` / `vfio_pci_set_intx_unmask`: only while INTx is enabled, only
-    /// `start 0, count 1`; DATA_EVENTFD installs (fd >= 0) or removes (-1) the unmask eventfd,
-    /// and is ENOTTY for MASK.
-    fn intx_mask(&mut self, set: &IrqSet, mask: bool, c: &mut SimCounters) -> Result<()> {
-        if self.active != Some(INTX_IRQ_INDEX) || set.start != 0 || set.count != 1 {
-            return Err(set_err(INTX_IRQ_INDEX, libc::EINVAL));
-        }
-        self.service_intx_unmask(c);
-        let apply = match &set.data {
-            IrqData::Bool(v) => v.first().copied().unwrap_or(false),
-            IrqData::None => true,
-            IrqData::Eventfds(_) if mask => return Err(set_err(INTX_IRQ_INDEX, libc::ENOTTY)),
-            IrqData::Eventfds(_) => {
-                self.intx_unmask = Self::intx_eventfd(set)?;
-                return Ok(());
-            }
-        };
-        if apply {
-            if mask {
-                self.intx_masked = true;
-            } else {
-                self.intx_unmask_now(c);
-            }
-        }
-        Ok(())
-    }
-
-    /// `vfio_pci_intx_unmask`: with the line still asserted (a raise latched while masked) the
-    /// interrupt is sent again and INTx stays masked; otherwise it is unmasked.
-    fn intx_unmask_now(&mut self, c: &mut SimCounters) {
-        if !self.intx_masked {
-            return;
-        }
-        if self.intx_pending {
-            self.intx_pending = false;
-            if let Some(t) = &self.intx {
-                if t.signal() {
-                    c.signals += 1;
-                }
-            }
-        } else {
-            self.intx_masked = false;
-        }
-    }
-
-    /// Act on a signal of the INTx unmask eventfd, if one arrived.
-    pub(crate) fn service_intx_unmask(&mut self, c: &mut SimCounters) {
-        if self.active != Some(INTX_IRQ_INDEX) {
-            return;
-        }
-        if self.intx_unmask.as_ref().is_some_and(Trigger::take) {
-            self.intx_unmask_now(c);
-        }
-    }
-
     fn ctx_trigger_single(&mut self, set: &IrqSet, c: &mut SimCounters) -> Result<()> {
         let data = set.flags() & b::VFIO_IRQ_SET_DATA_TYPE_MASK;
         let index = set.index;
@@ -462,8 +350,11 @@ impl IrqState {
                 } else if fd >= 0 {
                     *slot =
                         Some(Trigger::bind(fd).map_err(|source| Error::SetIrqs { index, source })?);
+                } else {
+                    // vfio_pci_set_ctx_trigger_single(): any other negative fd falls through
+                    // to -EINVAL, the trigger untouched.
+                    return Err(set_err(index, libc::EINVAL));
                 }
-                // Any other negative fd leaves the trigger as it is.
                 Ok(())
             }
             _ => {
@@ -481,47 +372,78 @@ impl IrqState {
         }
     }
 
-    /// The device raises MSI-X vector `v`: signal its trigger or latch it pending.
-    pub(crate) fn raise_msix(&mut self, v: u32, c: &mut SimCounters) -> RaiseOutcome {
+    /// The device raises MSI-X vector `v`. With MSI-X disabled the device does not send
+    /// MSI-X messages: the raise is dropped. A vector with no trigger is masked in the device's
+    /// table (the host kernel masks a vector when its irq is freed, and a vector not yet
+    /// allocated is masked from reset), so the device latches it in its PBA and sends it when
+    /// a trigger is bound. Otherwise the message goes out, if `bus_master` lets the device
+    /// write it (QEMU's devices drop MSI and MSI-X messages with COMMAND Bus Master off), and
+    /// the kernel signals the trigger.
+    pub(crate) fn raise_msix(
+        &mut self,
+        v: u32,
+        bus_master: bool,
+        c: &mut SimCounters,
+    ) -> RaiseOutcome {
         let vi = v as usize;
-        if self.active == Some(MSIX_IRQ_INDEX) {
-            if let Some(Some(t)) = self.ctx.get(vi) {
-                if t.signal() {
-                    c.signals += 1;
-                    return RaiseOutcome::Signalled(t.raw);
-                }
-            }
+        if vi >= self.pending.len() {
+            return RaiseOutcome::NoSuchVector;
         }
-        match self.pending.get_mut(vi) {
-            Some(p) => {
-                *p = true;
-                c.latched += 1;
-                RaiseOutcome::Latched
-            }
-            None => RaiseOutcome::NoSuchVector,
+        if self.active != Some(MSIX_IRQ_INDEX) {
+            c.dropped += 1;
+            return RaiseOutcome::Dropped;
         }
+        if let Some(Some(t)) = self.ctx.get(vi) {
+            if !bus_master {
+                c.dropped += 1;
+                return RaiseOutcome::Dropped;
+            }
+            if t.signal() {
+                c.signals += 1;
+            }
+            return RaiseOutcome::Signalled(t.raw);
+        }
+        if let Some(p) = self.pending.get_mut(vi) {
+            *p = true;
+        }
+        c.latched += 1;
+        RaiseOutcome::Latched
     }
 
-    /// The device asserts INTx: signal it unless masked (INTx is automasked when it fires).
-    pub(crate) fn raise_intx(&mut self, c: &mut SimCounters) -> RaiseOutcome {
-        self.service_intx_unmask(c);
-        match (
-            &self.intx,
-            self.active == Some(INTX_IRQ_INDEX),
-            self.intx_masked,
-        ) {
-            (Some(t), true, false) => {
-                self.intx_masked = true;
+    /// The device sends its MSI message (vector 0). Delivered to the trigger when MSI is
+    /// enabled with one bound and `bus_master` is on; lost otherwise (MSI without per-vector
+    /// masking has nowhere to latch it).
+    pub(crate) fn raise_msi(&mut self, bus_master: bool, c: &mut SimCounters) -> RaiseOutcome {
+        if self.active != Some(MSI_IRQ_INDEX) || !bus_master {
+            c.dropped += 1;
+            return RaiseOutcome::Dropped;
+        }
+        match self.ctx.first() {
+            Some(Some(t)) => {
                 if t.signal() {
                     c.signals += 1;
                 }
                 RaiseOutcome::Signalled(t.raw)
             }
             _ => {
-                self.intx_pending = true;
-                c.latched += 1;
-                RaiseOutcome::Latched
+                c.dropped += 1;
+                RaiseOutcome::Dropped
             }
+        }
+    }
+
+    /// Signal the ERR (`err`) or REQ eventfd, if one is bound (the kernel's AER
+    /// `err_detected` and device-request paths).
+    pub(crate) fn signal_ctx(&mut self, err: bool, c: &mut SimCounters) -> RaiseOutcome {
+        let slot = if err { &self.err } else { &self.req };
+        match slot {
+            Some(t) => {
+                if t.signal() {
+                    c.signals += 1;
+                }
+                RaiseOutcome::Signalled(t.raw)
+            }
+            None => RaiseOutcome::Dropped,
         }
     }
 
@@ -541,8 +463,11 @@ impl IrqState {
 pub enum RaiseOutcome {
     /// The trigger bound to the vector (this fd number) was signalled.
     Signalled(RawFd),
-    /// Nothing was bound (or INTx was masked): the vector is latched pending.
+    /// Not delivered now, kept: an MSI-X vector with no trigger latched in the PBA, or an INTx
+    /// line that stays asserted while INTx is masked, disabled or has no eventfd.
     Latched,
+    /// Lost: the index is disabled, Bus Master is off, or MSI has no trigger.
+    Dropped,
     /// The device has no such vector.
     NoSuchVector,
 }

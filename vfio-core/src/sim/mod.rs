@@ -2,64 +2,112 @@
 
 //! A simulated vfio-pci device that follows Linux's semantics (feature `sim`).
 //!
-//! Every other crate's tests and the benchmarks run against it, so it models what costs and
-//! what fails in the kernel: `VFIO_DEVICE_SET_IRQS` with the kernel's argument checks,
-//! NORESIZE and dynamic MSI-X, a `free_irq` + `request_irq` for every vector a TRIGGER names;
-//! device-side raises that signal the bound eventfd or latch the vector pending; counters of
-//! each; injected failures; and migration v2 through a data fd.
+//! Every other crate's tests and the benchmarks run against it, and the conformance suite
+//! (`crate::conformance`) holds it to the real kernel in the lab, so it models what costs and
+//! what fails in Linux v6.12.117's vfio-pci: `VFIO_DEVICE_SET_IRQS` with the kernel's
+//! argument checks, NORESIZE and dynamic MSI-X, a `free_irq` + `request_irq` for every vector a
+//! TRIGGER names; INTx as a level with automask, unmask re-sends and the virtual INTx Disable
+//! bit; config-space virtualization (read-only and virtual fields, BAR sizing, MSI and MSI-X
+//! control, PM power states, PCIe FLR); BAR access with the MSI-X table excluded and memory
+//! decode honoured; device-side raises that signal the bound eventfd, latch a vector pending,
+//! or are dropped as QEMU's devices drop them; the interrupt registers of QEMU's e1000e, so
+//! BAR writes raise real interrupts; counters of each; injected failures; and migration v2
+//! through a data fd. [`SimDevice::mtty`] is the lab's mtty mdev instead: its regions, UART
+//! registers, interrupts and migration stream.
 //!
 //! Share it as `Arc<SimDevice>`: hand a clone to the code under test (as
 //! `Arc<dyn VfioDevice>`) and keep one to raise vectors and read counters.
 //!
 //! # Where it differs from Linux
 //!
-//! Known, deliberate or not yet modelled:
-//! - The migration data fd is a Unix socket pair, not an anonymous file: in PRE_COPY "nothing
-//!   more for now" reads as `EAGAIN` rather than `ENOMSG` (`MigrationDataFd::read_chunk` folds
-//!   both into `NothingMoreForNow`), a stale fd reads EOF rather than `ENODEV`, and the blob is
-//!   limited to [`SIM_MAX_BLOB`]. `VFIO_MIG_GET_PRECOPY_INFO` and `MIG_DATA_SIZE` are absent.
+//! Known, deliberate or not yet modelled (the conformance suite runs what it does model
+//! against the real kernel in the lab):
+//! - Migration follows mtty's driver (Linux v6.12.117 `samples/vfio-mdev/mtty.c`; see
+//!   `migration`'s module docs), with the kernel's state walk. The data fd is an in-process
+//!   handle, not a file: it answers `read`, `write` and `VFIO_MIG_GET_PRECOPY_INFO` as mtty's
+//!   file does (including the VFS's EBADF for the wrong direction and ENOTTY for the ioctl on a
+//!   resuming fd), but it cannot be polled, `pread` (ESPIPE in the kernel) or passed to
+//!   another process (`MigrationDataFd::as_file` is `None`). Allocation failures of the
+//!   driver's files (ENOMEM) are not modelled.
+//! - The generic profile's stream is the simulator's own (frames of an opaque blob of at most
+//!   [`SIM_MAX_BLOB`] bytes); its `MIG_DATA_SIZE` is one frame of the blob, and state changed
+//!   during PRE_COPY is reported as dirty bytes (mtty reports none).
+//! - The mtty profile ([`SimDevice::mtty`]) answers as mtty does, except: a BAR read wider than
+//!   a byte gets the register in the first byte of each 4/2/1-byte piece and 0 in the others
+//!   (mtty leaves them uninitialised); a config write to BAR0/BAR1 narrower than 4 bytes is
+//!   zero-extended (mtty reads past its piece); mtty's check of `num_irqs` from a
+//!   GET_INFO that was never made (every IRQ ioctl EINVAL) is not modelled; its no-op DMA
+//!   logging is not offered (the traits have no DMA logging).
 //! - Dynamic MSI-X is whatever the builder says; the kernel also requires MSI domain support.
-//! - A raise on an allocated MSI-X vector with no eventfd is latched pending (QEMU's view of the
-//!   PBA); the kernel loses it. An unmasked INTx with no eventfd is latched too, where the
-//!   kernel masks the line and drops the interrupt.
-//! - A loopback INTx trigger ignores COMMAND's INTx Disable; the ERR index has no vectors (no
-//!   PCIe error reporting); reset does not tear down interrupts (as in the kernel).
 //! - A raw-flags request may pair one DATA type's flag with another type's payload.
 //! - A trigger fd is checked with one `fstat`, against the inode every eventfd shares. Linux
 //!   backs timerfd, signalfd and epoll fds (and other anonymous-inode files) with that same
 //!   inode, so the simulator accepts them where `eventfd_ctx_fdget` refuses them (EINVAL); any
 //!   other file (a device node, a pipe, a socket, a regular file) is refused as the kernel does.
+//! - The device's fd ([`AsFd`]) is the memory file its BARs live in: `pread`/`pwrite` on it
+//!   never come back short at a region's end (the kernel's do) and reach neither the modelled
+//!   registers nor the MSI-X table exclusion; config space is not in it. A mapping of it works
+//!   while memory decode is off (the kernel's mappings fault with SIGBUS then).
+//! - Region accesses past a region's end are EINVAL before anything is touched (the trait's
+//!   rule, which `KernelDevice` keeps by checking first); the kernel itself answers EFAULT for
+//!   config space and a short count for a BAR.
+//! - The emulated device behind vfio-pci is QEMU-like only as far as the conformance
+//!   scenarios reach: its config registers take the writes `build.rs`
+//!   (`emulated_device_masks`) lists; of its BAR registers only the e1000e interrupt registers
+//!   act (module `e1000e`), everything else is plain memory. No expansion ROM, no VGA region,
+//!   no VPD data (VPD address and data are virtual bytes only).
+//! - The PCI core's side is reduced to what vfio-pci shows: the reset methods (FLR, PM reset,
+//!   bus reset) are one device reset that zeroes the BARs' memory and the modelled registers
+//!   and clears pending bits, config space saved and restored around it; power states D0 to
+//!   D3hot only (no D3cold, runtime PM or `needs_pm_restore`); `vfio_bar_restore()` (reset
+//!   detection on COMMAND writes) never has anything to restore.
+//! - The REQ eventfd is signalled by [`SimDevice::request`] and the ERR eventfd by
+//!   [`SimDevice::aer_error`]: there is no device removal or AER to do it.
+//! - Delivery is synchronous: no workqueue, no interrupt throttling.
 
+mod build;
 mod builder;
+mod config;
+mod e1000e;
+mod intx;
 mod iommu;
 mod irq;
 mod migration;
+mod migration_api;
+mod mtty;
+mod regions;
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
 use std::os::unix::io::RawFd;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use pci_config::{ids, BarKind, ConfigSpace};
+use pci_config::ConfigSpace;
 
-use crate::device::{VfioDevice, VfioMigration};
+use crate::device::VfioDevice;
 use crate::error::{errno, Error, Result};
 use crate::info::{
-    pci_region_offset, DeviceFlags, DeviceInfo, IrqFlags, IrqInfo, RegionFlags, RegionInfo,
-    SparseMmapArea, BAR0_REGION_INDEX, CONFIG_REGION_INDEX, ERR_IRQ_INDEX, INTX_IRQ_INDEX,
-    MSIX_IRQ_INDEX, MSI_IRQ_INDEX, REQ_IRQ_INDEX, VGA_REGION_INDEX,
+    DeviceFlags, DeviceInfo, BAR0_REGION_INDEX, CONFIG_REGION_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX,
 };
 use crate::irq_set::IrqSet;
-use crate::migration::{MigState, MigrationDataFd, MigrationFeatures};
 
-pub use builder::{MsixMode, MsixPlacement, SimDeviceBuilder, SIM_MAX_BLOB};
+pub use builder::{DeviceModel, MsixMode, MsixPlacement, SimDeviceBuilder, SIM_MAX_BLOB};
+pub use e1000e::{
+    ICR as E1000E_ICR, ICS as E1000E_ICS, IMC as E1000E_IMC, IMS as E1000E_IMS, IVAR as E1000E_IVAR,
+};
 pub use iommu::{lab_iommu_info, mediated_iommu_info, SimContainer, SimGroup, SimIommuCounters};
 pub use irq::RaiseOutcome;
-pub use migration::{ArcFailure, MigrationArc};
+pub use migration::{ArcFailure, MigrationArc, PreCopyEnd};
+pub use mtty::{
+    mtty_data_size, MTTY_CONFIG_SPACE_SIZE, MTTY_HEADER_LEN, MTTY_MAGIC, MTTY_PORT_LEN,
+};
 
+pub(crate) use migration::SimDataFd;
+
+use config::{BarResource, IrqContext, VfioConfig};
+use e1000e::E1000eRegs;
 use irq::IrqState;
-use migration::{ArcFault, MigSim};
+use migration::MigSim;
 
 const PAGE: u64 = 4096;
 
@@ -93,8 +141,11 @@ pub struct SimCounters {
     pub vectors_allocated: u64,
     /// Eventfd signals delivered.
     pub signals: u64,
-    /// Raises latched pending because nothing was bound.
+    /// Raises latched pending because nothing was bound (MSI-X), or an INTx line asserted
+    /// while INTx could not deliver it.
     pub latched: u64,
+    /// Raises lost: the index disabled, Bus Master off, or MSI with no trigger.
+    pub dropped: u64,
     /// `request_irq` count per MSI-X vector.
     pub vector_bindings: Vec<u64>,
 }
@@ -108,11 +159,17 @@ struct Faults {
 
 #[derive(Debug)]
 struct SimState {
-    config: ConfigSpace,
+    config: VfioConfig,
     irq: IrqState,
     counters: SimCounters,
     faults: Faults,
-    migration: Option<MigSim>,
+    /// Shared with the device's migration data fds.
+    migration: Option<Arc<Mutex<MigSim>>>,
+    /// The modelled device registers (QEMU's e1000e), if any.
+    model: Option<E1000eRegs>,
+    /// The mtty profile's device ([`SimDevice::mtty`]): its regions, interrupts and
+    /// migration content replace vfio-pci's.
+    mtty: Option<Box<mtty::Mtty>>,
 }
 
 /// A simulated vfio-pci device. See the module docs.
@@ -120,20 +177,14 @@ struct SimState {
 pub struct SimDevice {
     info: DeviceInfo,
     msix: Option<MsixPlacement>,
+    /// The BARs as the host sized them.
+    bars: [Option<BarResource>; 6],
     /// The BARs' bytes: one sparse memory file, region `i` at `pci_region_offset(i)`, as a
     /// vfio-pci device fd lays its regions out. Handed out as the device's [`AsFd`].
     mem: File,
+    /// MSI and MSI-X messages need COMMAND's Bus Master (QEMU's devices).
+    msi_needs_bus_master: bool,
     state: Mutex<SimState>,
-}
-
-fn read_u16(cs: &ConfigSpace, at: usize) -> Result<u16> {
-    cs.read_u16(at)
-        .map_err(|_| Error::SimConfig("capability out of config space"))
-}
-
-fn read_u32(cs: &ConfigSpace, at: usize) -> Result<u32> {
-    cs.read_u32(at)
-        .map_err(|_| Error::SimConfig("capability out of config space"))
 }
 
 impl SimDevice {
@@ -146,161 +197,6 @@ impl SimDevice {
     /// see [`SimDeviceBuilder::from_config_space`].
     pub fn from_config_space_builder(space: ConfigSpace) -> SimDeviceBuilder {
         SimDeviceBuilder::from_config_space(space)
-    }
-
-    fn from_parts(b: SimDeviceBuilder, mut cs: ConfigSpace) -> Result<SimDevice> {
-        let bad = |_| Error::SimConfig("config space write out of range");
-        // MSI: its vector count, and the guest-writable control bits (enable, MME) and
-        // address/data/mask registers.
-        let msi_vectors = match cs.find_standard(ids::CAP_MSI) {
-            Ok(cap) => {
-                let at = usize::from(cap.offset);
-                let ctrl = read_u16(&cs, at + 2)?;
-                cs.set_write_mask(at + 2, &[0x71, 0]).map_err(bad)?;
-                let regs = usize::from(cap.len).saturating_sub(4);
-                cs.set_write_mask(at + 4, &vec![0xff; regs]).map_err(bad)?;
-                1u32 << ((ctrl >> 1) & 0x7).min(5)
-            }
-            Err(_) => 0,
-        };
-        let msix = match cs.find_standard(ids::CAP_MSIX) {
-            Ok(cap) => {
-                let at = usize::from(cap.offset);
-                let ctrl = read_u16(&cs, at + 2)?;
-                let table = read_u32(&cs, at + 4)?;
-                let pba = read_u32(&cs, at + 8)?;
-                // Enable and function mask.
-                cs.set_write_mask(at + 2, &[0, 0xc0]).map_err(bad)?;
-                Some(MsixPlacement {
-                    vectors: (ctrl & 0x7ff) + 1,
-                    table_bar: (table & 7) as u8,
-                    table_offset: table & !7,
-                    pba_bar: (pba & 7) as u8,
-                    pba_offset: pba & !7,
-                })
-            }
-            Err(_) => None,
-        };
-        let bar_of = |i: u8| cs.bar(i);
-        if let Some(m) = msix {
-            let fits = |bar: u8, off: u32, len: u64| {
-                bar_of(bar).is_some_and(|b| u64::from(off) + len <= b.size)
-            };
-            if !fits(m.table_bar, m.table_offset, m.table_len())
-                || !fits(m.pba_bar, m.pba_offset, m.pba_len())
-            {
-                return Err(Error::SimConfig("MSI-X table or PBA outside its BAR"));
-            }
-        }
-        let mut regions: Vec<Option<RegionInfo>> = (0..=VGA_REGION_INDEX).map(|_| None).collect();
-        for i in 0..6u8 {
-            let Some(bar) = cs.bar(i) else { continue };
-            let index = BAR0_REGION_INDEX + u32::from(i);
-            let mut flags = RegionFlags::READ | RegionFlags::WRITE;
-            let is_mem = matches!(bar.kind, BarKind::Mem32 | BarKind::Mem64);
-            if is_mem && (bar.size >= PAGE || b.sub_page_mmap) {
-                flags |= RegionFlags::MMAP;
-            }
-            let mut sparse_mmap = None;
-            let mut msix_mappable = false;
-            if let (Some(m), true) = (msix, flags.contains(RegionFlags::MMAP)) {
-                let mut holes = Vec::new();
-                if m.table_bar == i {
-                    holes.push((u64::from(m.table_offset), m.table_len()));
-                }
-                if m.pba_bar == i {
-                    holes.push((u64::from(m.pba_offset), m.pba_len()));
-                }
-                if !holes.is_empty() {
-                    flags |= RegionFlags::CAPS;
-                    if b.msix_mappable {
-                        msix_mappable = true;
-                    } else {
-                        sparse_mmap = Some(areas_around(bar.size, &holes));
-                    }
-                }
-            }
-            if let Some(slot) = regions.get_mut(index as usize) {
-                *slot = Some(RegionInfo {
-                    index,
-                    flags,
-                    size: bar.size,
-                    offset: pci_region_offset(index),
-                    sparse_mmap,
-                    msix_mappable,
-                });
-            }
-        }
-        if let Some(slot) = regions.get_mut(CONFIG_REGION_INDEX as usize) {
-            *slot = Some(RegionInfo {
-                index: CONFIG_REGION_INDEX,
-                flags: RegionFlags::READ | RegionFlags::WRITE,
-                size: cs.size() as u64,
-                offset: pci_region_offset(CONFIG_REGION_INDEX),
-                sparse_mmap: None,
-                msix_mappable: false,
-            });
-        }
-        let pin = cs.read_u8(pci_config::regs::INTERRUPT_PIN).unwrap_or(0);
-        let msix_vectors = msix.map_or(0, |m| u32::from(m.vectors));
-        let dynamic = b.msix_mode == MsixMode::Dynamic;
-        let irq = |index, flags, count| {
-            Some(IrqInfo {
-                index,
-                flags,
-                count,
-            })
-        };
-        let irqs = vec![
-            irq(
-                INTX_IRQ_INDEX,
-                IrqFlags::EVENTFD | IrqFlags::MASKABLE | IrqFlags::AUTOMASKED,
-                u32::from(pin != 0),
-            ),
-            irq(
-                MSI_IRQ_INDEX,
-                IrqFlags::EVENTFD | IrqFlags::NORESIZE,
-                msi_vectors,
-            ),
-            irq(
-                MSIX_IRQ_INDEX,
-                if dynamic {
-                    IrqFlags::EVENTFD
-                } else {
-                    IrqFlags::EVENTFD | IrqFlags::NORESIZE
-                },
-                msix_vectors,
-            ),
-            irq(ERR_IRQ_INDEX, IrqFlags::EVENTFD, 0),
-            irq(REQ_IRQ_INDEX, IrqFlags::EVENTFD, 1),
-        ];
-        let mut flags = DeviceFlags::PCI;
-        if b.reset {
-            flags |= DeviceFlags::RESET;
-        }
-        let info = DeviceInfo {
-            flags,
-            regions,
-            irqs,
-        };
-        let counters = SimCounters {
-            vector_bindings: vec![0; msix_vectors as usize],
-            ..SimCounters::default()
-        };
-        let migration = b.migration.map(|f| MigSim::new(f, b.blob.clone()));
-        let mem = bar_memory(&info)?;
-        Ok(SimDevice {
-            info,
-            msix,
-            mem,
-            state: Mutex::new(SimState {
-                config: cs,
-                irq: IrqState::new(msix_vectors, dynamic),
-                counters,
-                faults: Faults::default(),
-                migration,
-            }),
-        })
     }
 
     fn lock(&self) -> MutexGuard<'_, SimState> {
@@ -324,18 +220,53 @@ impl SimDevice {
         };
     }
 
-    /// The device raises MSI-X vector `vector`: the eventfd bound to it is signalled, or, with
-    /// nothing bound, the vector is latched pending (set in the PBA) and delivered when a
-    /// trigger is bound to it.
+    /// The device raises MSI-X vector `vector`: the eventfd bound to it is signalled; with
+    /// nothing bound the vector is latched pending (set in the PBA) and delivered when a
+    /// trigger is bound to it; with MSI-X disabled, or (for a device built with
+    /// [`SimDeviceBuilder::msi_needs_bus_master`]) Bus Master off, it is dropped.
     pub fn raise(&self, vector: u32) -> RaiseOutcome {
         let s = &mut *self.lock();
-        s.irq.raise_msix(vector, &mut s.counters)
+        let bm = self.bus_master(s);
+        s.irq.raise_msix(vector, bm, &mut s.counters)
     }
 
-    /// The device asserts INTx.
-    pub fn raise_intx(&self) -> RaiseOutcome {
+    /// The device sends its MSI message: signalled when MSI is enabled with an eventfd bound
+    /// (and Bus Master on, where the device needs it); dropped otherwise.
+    pub fn raise_msi(&self) -> RaiseOutcome {
         let s = &mut *self.lock();
-        s.irq.raise_intx(&mut s.counters)
+        let bm = self.bus_master(s);
+        s.irq.raise_msi(bm, &mut s.counters)
+    }
+
+    /// The device asserts its INTx line (it stays asserted until [`SimDevice::deassert_intx`]).
+    /// An enabled, unmasked INTx fires: it is masked and its eventfd, if any, signalled.
+    pub fn assert_intx(&self) -> RaiseOutcome {
+        let s = &mut *self.lock();
+        Self::drive_intx(s, true)
+    }
+
+    /// The device deasserts its INTx line.
+    pub fn deassert_intx(&self) {
+        let s = &mut *self.lock();
+        Self::drive_intx(s, false);
+    }
+
+    /// Signal the REQ eventfd, as vfio-pci does when the device is being removed
+    /// (`vfio_pci_core_request()`); `Dropped` when none is bound.
+    pub fn request(&self) -> RaiseOutcome {
+        let s = &mut *self.lock();
+        s.irq.signal_ctx(false, &mut s.counters)
+    }
+
+    /// Signal the ERR eventfd, as vfio-pci does when AER reports an error
+    /// (`vfio_pci_core_aer_err_detected()`); `Dropped` when none is bound.
+    pub fn aer_error(&self) -> RaiseOutcome {
+        let s = &mut *self.lock();
+        s.irq.signal_ctx(true, &mut s.counters)
+    }
+
+    fn bus_master(&self, s: &SimState) -> bool {
+        !self.msi_needs_bus_master || s.config.physical_command() & config::COMMAND_MASTER != 0
     }
 
     /// Whether INTx is masked (by the user, or automatically when it fired). A signal on the
@@ -380,45 +311,18 @@ impl SimDevice {
         s.faults.set_irqs_call = Some((at, errno));
     }
 
+    /// Make the next MSI/MSI-X enable that asks for more than `available` vectors get only
+    /// that many from the PCI core: vfio-pci then frees them, enables nothing and SET_IRQS
+    /// returns `available` (`vfio_msi_enable()`), which the device reports as
+    /// [`Error::SetIrqsIncomplete`].
+    pub fn fail_msi_alloc(&self, available: u32) {
+        self.lock().irq.fail_alloc = Some(available);
+    }
+
     /// Make `request_irq` of MSI/MSI-X vector `vector` fail with `errno` (the kernel then
     /// undoes the vectors the same call had set), until [`SimDevice::clear_faults`].
     pub fn fail_request_irq(&self, vector: u32, errno: i32) {
         self.lock().irq.fail_request = Some((vector, errno));
-    }
-
-    /// Make every migration arc `from -> to` fail with `errno` until
-    /// [`SimDevice::clear_faults`], leaving the device as `leaves` says. The arc is one single
-    /// step of the kernel's walk, so a request that passes through it fails there too (after
-    /// the arcs before it were taken). Fails when the device does not support migration.
-    pub fn fail_migration_arc(
-        &self,
-        from: MigState,
-        to: MigState,
-        errno: i32,
-        leaves: ArcFailure,
-    ) -> Result<()> {
-        let mut s = self.lock();
-        let m = s
-            .migration
-            .as_mut()
-            .ok_or(Error::SimConfig("device does not support migration"))?;
-        m.fault = Some(ArcFault {
-            from,
-            to,
-            errno,
-            leaves,
-        });
-        Ok(())
-    }
-
-    /// Every single-state migration arc the device was asked to take, in order, failed ones
-    /// included (empty without migration support). A reset does not clear it.
-    pub fn migration_arcs(&self) -> Vec<MigrationArc> {
-        self.lock()
-            .migration
-            .as_ref()
-            .map(|m| m.arcs.clone())
-            .unwrap_or_default()
     }
 
     /// Remove injected failures.
@@ -426,91 +330,11 @@ impl SimDevice {
         let mut s = self.lock();
         s.faults = Faults::default();
         s.irq.fail_request = None;
-        if let Some(m) = s.migration.as_mut() {
-            m.fault = None;
+        s.irq.fail_alloc = None;
+        if let Some(m) = s.migration.as_ref() {
+            migration::lock(m).core.fault = None;
         }
     }
-
-    /// The device-internal state migration saves and restores.
-    pub fn device_state_blob(&self) -> Option<Vec<u8>> {
-        self.lock().migration.as_ref().map(|m| m.blob.clone())
-    }
-
-    /// Change the device-internal state (the device doing work).
-    pub fn set_device_state_blob(&self, blob: Vec<u8>) -> Result<()> {
-        if blob.len() > SIM_MAX_BLOB {
-            return Err(Error::SimConfig("migration blob larger than SIM_MAX_BLOB"));
-        }
-        match self.lock().migration.as_mut() {
-            Some(m) => {
-                m.blob = blob;
-                Ok(())
-            }
-            None => Err(Error::SimConfig("device does not support migration")),
-        }
-    }
-
-    /// Read the physical MSI-X PBA bits covering `offset..offset + buf.len()` of the PBA.
-    fn read_pba(irq: &irq::IrqState, pba_offset: u64, offset: u64, buf: &mut [u8]) {
-        for (i, byte) in buf.iter_mut().enumerate() {
-            let base = (offset + i as u64 - pba_offset) * 8;
-            *byte = (0..8u64).fold(0u8, |acc, bit| {
-                let set = irq
-                    .pending
-                    .get((base + bit) as usize)
-                    .copied()
-                    .unwrap_or(false);
-                acc | (u8::from(set) << bit)
-            });
-        }
-    }
-}
-
-/// The BAR regions of `info`: index, offset in the device fd, size.
-fn bar_regions(info: &DeviceInfo) -> impl Iterator<Item = &RegionInfo> {
-    info.regions
-        .iter()
-        .flatten()
-        .filter(|r| r.index < BAR0_REGION_INDEX + 6)
-}
-
-/// The memory file behind the BARs, sized to end with the last BAR region (a sparse file: only
-/// pages written take memory).
-fn bar_memory(info: &DeviceInfo) -> Result<File> {
-    let mem = crate::ioctl::memfd(c"vfio-sim-bars").map_err(Error::SimMemory)?;
-    let end = bar_regions(info)
-        .map(|r| r.offset + r.size)
-        .max()
-        .unwrap_or(0);
-    mem.set_len(end).map_err(Error::SimMemory)?;
-    Ok(mem)
-}
-
-/// The parts of `0..size` outside the page-aligned `holes` (offset, len).
-fn areas_around(size: u64, holes: &[(u64, u64)]) -> Vec<SparseMmapArea> {
-    let mut cut: Vec<(u64, u64)> = holes
-        .iter()
-        .map(|&(o, l)| (o / PAGE * PAGE, (o + l).next_multiple_of(PAGE).min(size)))
-        .collect();
-    cut.sort_unstable();
-    let mut areas = Vec::new();
-    let mut at = 0;
-    for (start, end) in cut {
-        if start > at {
-            areas.push(SparseMmapArea {
-                offset: at,
-                size: start - at,
-            });
-        }
-        at = at.max(end);
-    }
-    if at < size {
-        areas.push(SparseMmapArea {
-            offset: at,
-            size: size - at,
-        });
-    }
-    areas
 }
 
 /// The memory file the BAR regions live in, at their `RegionInfo::offset`: mmap it there to map
@@ -536,27 +360,17 @@ impl VfioDevice for SimDevice {
             .map_err(err)?;
         let s = &mut *self.lock();
         s.counters.region_reads += 1;
+        if let Some(m) = s.mtty.as_mut() {
+            return m.region_read(index, offset, buf, &mut s.counters);
+        }
+        s.irq.service_intx_unmask(&mut s.counters);
         if index == CONFIG_REGION_INDEX {
-            return s
-                .config
-                .read(offset as usize, buf)
-                .map_err(|_| err(errno(libc::EINVAL)));
+            let ctx = Self::irq_context(s);
+            s.config.read(offset as usize, buf, ctx);
+            return Ok(());
         }
         let bar = (index - BAR0_REGION_INDEX) as u8;
-        let at = pci_region_offset(index) + offset;
-        self.mem.read_exact_at(buf, at).map_err(err)?;
-        if let Some(m) = self.msix.filter(|m| m.pba_bar == bar) {
-            let pba = u64::from(m.pba_offset);
-            let lo = offset.max(pba);
-            let hi = (offset + len as u64).min(pba + m.pba_len());
-            if lo < hi {
-                let sub = buf.get_mut((lo - offset) as usize..(hi - offset) as usize);
-                if let Some(sub) = sub {
-                    Self::read_pba(&s.irq, pba, lo, sub);
-                }
-            }
-        }
-        Ok(())
+        self.bar_read(s, index, bar, offset, buf).map_err(err)
     }
 
     fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<()> {
@@ -566,20 +380,33 @@ impl VfioDevice for SimDevice {
             .map_err(err)?;
         let s = &mut *self.lock();
         s.counters.region_writes += 1;
-        if index == CONFIG_REGION_INDEX {
-            return s
-                .config
-                .write(offset as usize, data)
-                .map(|_| ())
-                .map_err(|_| err(errno(libc::EINVAL)));
+        if let Some(m) = s.mtty.as_mut() {
+            return m.region_write(index, offset, data, &mut s.counters);
         }
-        let at = pci_region_offset(index) + offset;
-        self.mem.write_all_at(data, at).map_err(err)
+        s.irq.service_intx_unmask(&mut s.counters);
+        if index == CONFIG_REGION_INDEX {
+            let ctx = Self::irq_context(s);
+            for effect in s.config.write(offset as usize, data, ctx) {
+                match effect {
+                    config::Effect::IntxDisable(on) => s.irq.set_virq_disabled(on, &mut s.counters),
+                    config::Effect::FunctionReset => self
+                        .function_reset(s)
+                        .map_err(|e| err(errno(e.errno().unwrap_or(libc::EIO))))?,
+                }
+            }
+            // A write to MSI's flags reaches the device and may change how it interrupts.
+            self.sync_model(s);
+            return Ok(());
+        }
+        let bar = (index - BAR0_REGION_INDEX) as u8;
+        self.bar_write(s, index, bar, offset, data).map_err(err)
     }
 
     fn set_irqs(&self, set: &IrqSet) -> Result<()> {
         let s = &mut *self.lock();
         s.counters.set_irqs += 1;
+        s.irq.service_intx_unmask(&mut s.counters);
+        let before = s.irq.active;
         let result = match s.faults.set_irqs_call {
             Some((at, e)) if at == s.counters.set_irqs => {
                 s.faults.set_irqs_call = None;
@@ -588,18 +415,21 @@ impl VfioDevice for SimDevice {
                     source: errno(e),
                 })
             }
+            // mtty validates and answers SET_IRQS its own way (mtty_set_irqs()).
+            _ if s.mtty.is_some() => s
+                .mtty
+                .as_mut()
+                .map_or(Ok(()), |m| m.set_irqs(set, &mut s.counters)),
             _ => set.validate(&self.info).and_then(|()| {
                 let max = self.info.irq(set.index).map_or(0, |i| i.count);
-                // COMMAND bit 10, INTx Disable: INTx starts masked when the user set it.
-                let virq_disabled = s
-                    .config
-                    .read_u16(pci_config::regs::COMMAND)
-                    .is_ok_and(|cmd| cmd & (1 << 10) != 0);
-                s.irq.apply(set, max, virq_disabled, &mut s.counters)
+                s.irq.apply(set, max, &mut s.counters)
             }),
         };
         if result.is_err() {
             s.counters.set_irqs_failed += 1;
+        }
+        if s.irq.active != before {
+            self.interrupt_mode_changed(s);
         }
         result
     }
@@ -607,45 +437,69 @@ impl VfioDevice for SimDevice {
     fn reset(&self) -> Result<()> {
         let s = &mut *self.lock();
         s.counters.resets += 1;
+        let reset_migration = |s: &SimState| {
+            if let Some(m) = s.migration.as_ref() {
+                migration::lock(m).core.reset();
+            }
+        };
+        if s.mtty.is_some() {
+            // mtty resets without the RESET flag: RUNNING, migration files disabled; its
+            // UART and interrupt state stay (mtty_reset()).
+            reset_migration(s);
+            return Ok(());
+        }
+        // vfio_pci_ioctl_reset(): EINVAL unless the function could be reset at open.
         if !self.info.flags.contains(DeviceFlags::RESET) {
-            return Err(Error::Reset(errno(libc::ENOTTY)));
+            return Err(Error::Reset(errno(libc::EINVAL)));
         }
-        for r in bar_regions(&self.info).filter(|r| r.size > 0) {
-            crate::ioctl::punch_hole(&self.mem, r.offset, r.size).map_err(Error::Reset)?;
-        }
-        s.irq.pending.iter_mut().for_each(|p| *p = false);
-        if let Some(m) = s.migration.as_mut() {
-            m.reset();
-        }
+        // The device is put in D0, then reset; interrupts and vconfig stay as they are.
+        s.config.set_power_state(0);
+        self.device_reset(s)?;
+        reset_migration(s);
         Ok(())
     }
 }
 
-impl VfioMigration for SimDevice {
-    fn migration_features(&self) -> Result<Option<MigrationFeatures>> {
-        let s = &mut *self.lock();
-        s.counters.migration_queries += 1;
-        Ok(s.migration.as_ref().map(|m| m.features))
-    }
-
-    fn set_migration_state(&self, state: MigState) -> Result<Option<MigrationDataFd>> {
-        let s = &mut *self.lock();
-        s.counters.migration_set_state += 1;
-        match s.migration.as_mut() {
-            Some(m) => m.set_state(state),
-            None => Err(Error::SetMigrationState {
-                requested: state,
-                source: errno(libc::ENOTTY),
-            }),
+impl SimDevice {
+    fn irq_context(s: &SimState) -> IrqContext {
+        IrqContext {
+            msi_enabled: s.irq.active == Some(MSI_IRQ_INDEX),
         }
     }
 
-    fn migration_state(&self) -> Result<MigState> {
-        let s = &mut *self.lock();
-        s.counters.migration_queries += 1;
-        s.migration
-            .as_ref()
-            .map(|m| m.state)
-            .ok_or_else(|| Error::GetMigrationState(errno(libc::ENOTTY)))
+    /// The host kernel enabled or disabled MSI or MSI-X on the device: its config registers
+    /// show it (MSI-X Enable set and Function Mask clear while enabled, as the lab's kernel
+    /// leaves them; MSI Enable in the device's register, which the user does not see), and an
+    /// MSI enable sets `msi_qmax`.
+    fn interrupt_mode_changed(&self, s: &mut SimState) {
+        let active = s.irq.active;
+        if let Some(at) = s.config.msix_cap() {
+            let on = active == Some(MSIX_IRQ_INDEX);
+            let flags = at + config::MSIX_FLAGS;
+            let enable = u32::from(config::MSIX_FLAGS_ENABLE);
+            s.config.phys.set_bits(flags, 2, enable, on);
+            let maskall = u32::from(config::MSIX_FLAGS_MASKALL);
+            s.config.phys.set_bits(flags, 2, maskall, false);
+        }
+        if let Some(at) = s.config.msi_cap() {
+            let on = active == Some(MSI_IRQ_INDEX);
+            let enable = u32::from(config::MSI_FLAGS_ENABLE);
+            s.config
+                .phys
+                .set_bits(at + config::MSI_FLAGS, 2, enable, on);
+            if on {
+                // vfio_msi_enable(): msi_qmax = fls(nvec * 2 - 1) - 1.
+                let nvec = s.irq.allocated.iter().filter(|a| **a).count().max(1) as u32;
+                s.config.msi_qmax = (31 - (nvec * 2 - 1).leading_zeros()) as u16;
+            }
+        }
+        self.sync_model(s);
+    }
+
+    /// An FLR through config space (`pci_try_reset_function()`): the device resets, config
+    /// space saved and restored around it, in D0.
+    fn function_reset(&self, s: &mut SimState) -> Result<()> {
+        s.config.set_power_state(0);
+        self.device_reset(s)
     }
 }

@@ -74,6 +74,8 @@ const SUITES: &[SuiteSpec] = &[
     ("vfio-core", "lab_iommu", 120, ""),
     // Prints the config spaces the simulator's lab profiles are built from.
     ("vfio-core", "lab_fixtures", 120, "--nocapture"),
+    // The conformance suite: the scenarios `tests/conformance.rs` runs on the simulator.
+    ("vfio-core", "lab_conformance", 600, ""),
 ];
 
 /// Why the lab did not pass.
