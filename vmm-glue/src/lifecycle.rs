@@ -220,6 +220,12 @@ impl PassthroughDevice {
         }
     }
 
+    fn release_interrupts_for_reset(&mut self) {
+        let line = self.intx_line.take();
+        self.release_interrupts();
+        self.intx_line = line;
+    }
+
     /// The device was reset underneath (a guest function-level reset, which the kernel
     /// carried out): interrupts and emulated state go back to their initial values.
     pub(crate) fn reset_emulated(&mut self) {
