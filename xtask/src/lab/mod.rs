@@ -74,6 +74,8 @@ const SUITES: &[SuiteSpec] = &[
     ("vfio-core", "lab_iommu", 120, ""),
     // Prints the config spaces the simulator's lab profiles are built from.
     ("vfio-core", "lab_fixtures", 120, "--nocapture"),
+    // A real NVMe VF through PassthroughDevice: provisioning, DMA, MSI-X, storm, teardown.
+    ("vmm-glue", "lab_nvme", 600, ""),
 ];
 
 /// Why the lab did not pass.
