@@ -15,6 +15,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::error::Error;
 use std::sync::{Arc, Mutex};
 
@@ -55,6 +56,8 @@ pub struct Vm {
     pub res: VmResources,
     /// The MMIO bus the vCPU exit handler dispatches to.
     pub mmio: IoManager,
+    /// Where each device's BARs are registered on `mmio`, by device id.
+    on_bus: BTreeMap<u32, Vec<u64>>,
     /// Next free guest address of the MMIO window.
     next_mmio: u64,
 }
@@ -88,13 +91,14 @@ impl Vm {
             ram,
             res,
             mmio: IoManager::new(),
+            on_bus: BTreeMap::new(),
             next_mmio: MMIO_WINDOW,
         })
     }
 
     /// Plug `device` in as device `id`: build the passthrough device, place its memory BARs in
-    /// the MMIO window (the VMM's firmware role), register them on the bus, and turn on memory
-    /// decode and bus mastering as the guest's driver would.
+    /// the MMIO window (the VMM's firmware role), turn on memory decode and bus mastering as
+    /// the guest's driver would, and put the BARs on the bus.
     pub fn plug(
         &mut self,
         device: Arc<dyn VfioDevice>,
@@ -105,7 +109,6 @@ impl Vm {
             ..DeviceOptions::default()
         };
         let mut dev = PassthroughDevice::new(device, &self.res, opts)?;
-        let mut placed = Vec::new();
         for bar in dev.bars() {
             if !matches!(bar.kind, BarKind::Mem32 | BarKind::Mem64) {
                 continue;
@@ -113,32 +116,48 @@ impl Vm {
             let at = self.next_mmio.div_ceil(bar.size) * bar.size;
             self.next_mmio = at + bar.size.max(4096);
             dev.assign_bar(bar.index, at)?;
-            placed.push((at, bar.size));
         }
         // COMMAND: memory decode and bus master. The write reports the BARs it brought up.
         let events = dev.config_write(0x04, &0x0006u16.to_le_bytes());
         let dev = Arc::new(Mutex::new(dev));
-        for mv in events.bar_moves {
-            if let (Some(at), Some((_, size))) =
-                (mv.new, placed.iter().find(|(a, _)| Some(*a) == mv.new))
-            {
-                self.mmio
-                    .register_mmio(MmioRange::new(MmioAddress(at), *size)?, dev.clone())?;
-            }
+        if !events.bar_moves.is_empty() {
+            self.attach_bars(&dev)?;
         }
         Ok(dev)
     }
 
+    /// Register the device's memory BARs on the MMIO bus where they decode now, replacing
+    /// where they were: after `plug`, and whenever a guest config write moved a BAR
+    /// ([`vmm_glue::ConfigEvents::bar_moves`] not empty). Accesses to mapped pages never reach
+    /// the bus on KVM; the bus serves the trapped ones.
+    pub fn attach_bars(&mut self, dev: &Arc<Mutex<PassthroughDevice>>) -> Result<()> {
+        let (id, now) = {
+            let d = dev.lock().map_err(|_| "poisoned")?;
+            let now: Vec<(u64, u64)> = d
+                .bars()
+                .iter()
+                .filter(|b| matches!(b.kind, BarKind::Mem32 | BarKind::Mem64))
+                .filter_map(|b| d.bar_address(b.index).map(|at| (at, b.size)))
+                .collect();
+            (d.id(), now)
+        };
+        for at in self.on_bus.remove(&id).unwrap_or_default() {
+            self.mmio.deregister_mmio(MmioAddress(at));
+        }
+        let mut registered = Vec::new();
+        for (at, size) in now {
+            self.mmio
+                .register_mmio(MmioRange::new(MmioAddress(at), size)?, dev.clone())?;
+            registered.push(at);
+        }
+        self.on_bus.insert(id, registered);
+        Ok(())
+    }
+
     /// Unplug a device: take its BARs off the bus and give back what it held.
     pub fn unplug(&mut self, dev: Arc<Mutex<PassthroughDevice>>) -> Result<UnplugReport> {
-        let bars: Vec<u64> = {
-            let d = dev.lock().map_err(|_| "poisoned")?;
-            d.bars()
-                .iter()
-                .filter_map(|b| d.bar_address(b.index))
-                .collect()
-        };
-        for at in bars {
+        let id = dev.lock().map_err(|_| "poisoned")?.id();
+        for at in self.on_bus.remove(&id).unwrap_or_default() {
             self.mmio.deregister_mmio(MmioAddress(at));
         }
         let dev = Arc::try_unwrap(dev).map_err(|_| "device still shared")?;

@@ -76,6 +76,8 @@ const SUITES: &[SuiteSpec] = &[
     ("vfio-core", "lab_fixtures", 120, "--nocapture"),
     // The conformance suite: the scenarios `tests/conformance.rs` runs on the simulator.
     ("vfio-core", "lab_conformance", 600, ""),
+    // A real NVMe VF through PassthroughDevice: provisioning, DMA, MSI-X, storm, teardown.
+    ("vmm-glue", "lab_nvme", 600, ""),
 ];
 
 /// Why the lab did not pass.
