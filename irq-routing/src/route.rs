@@ -226,14 +226,13 @@ impl RouteSnapshot {
             })
     }
 
-    /// Replaces chunk `c`, adding empty chunks before it as needed.
-    pub(crate) fn set_chunk(&mut self, c: usize, chunk: Chunk) {
+    /// The views of chunk `c`, to change in place: the chunk is copied first if a reader (an
+    /// earlier snapshot) shares it, and empty chunks are added up to it as needed.
+    pub(crate) fn chunk_mut(&mut self, c: usize) -> Option<&mut [SnapSlot]> {
         while self.chunks.len() <= c {
             self.chunks
                 .push(std::iter::repeat_n(SnapSlot::default(), CHUNK_ROUTES).collect());
         }
-        if let Some(slot) = self.chunks.get_mut(c) {
-            *slot = chunk;
-        }
+        self.chunks.get_mut(c).map(std::sync::Arc::make_mut)
     }
 }

@@ -187,7 +187,10 @@ struct Inner {
     stats: RouterStats,
     /// The last published snapshot (its chunks are shared with the one readers hold).
     published: RouteSnapshot,
-    /// Snapshot chunks whose routes changed since the last publication (unsorted, may repeat).
+    /// Per snapshot chunk, a bit per slot whose route changed since the last publication
+    /// (bit `s % CHUNK_ROUTES` of word `s / CHUNK_ROUTES`).
+    stale_slots: Vec<u64>,
+    /// The chunks with a bit set in `stale_slots`, each listed once.
     stale_chunks: Vec<usize>,
     /// While the outermost guard's commit builds its report: each settled route's outcome.
     report: Option<Vec<(RouteId, RouteState)>>,
@@ -253,6 +256,7 @@ impl Router {
                 in_force: Vec::new(),
                 stats: RouterStats::default(),
                 published: RouteSnapshot::default(),
+                stale_slots: Vec::new(),
                 stale_chunks: Vec::new(),
                 report: None,
             }),
@@ -518,30 +522,44 @@ impl Router {
 impl Inner {
     /// Notes that `id`'s view changed (or it appeared or went), for the next publication.
     fn mark_stale(&mut self, id: RouteId) {
-        let chunk = id.slot() / CHUNK_ROUTES;
-        if self.stale_chunks.last() != Some(&chunk) {
-            self.stale_chunks.push(chunk);
+        let slot = id.slot();
+        let c = slot / CHUNK_ROUTES;
+        if self.stale_slots.len() <= c {
+            self.stale_slots.resize(c + 1, 0);
+        }
+        if let Some(word) = self.stale_slots.get_mut(c) {
+            if *word == 0 {
+                self.stale_chunks.push(c);
+            }
+            *word |= 1 << (slot % CHUNK_ROUTES);
         }
     }
 
-    /// Brings `published` up to date: the stale chunks are rebuilt from `routes`.
+    /// Brings `published` up to date: the views of the stale slots are rebuilt from `routes`,
+    /// in copies of their chunks (copy on write: the chunks readers hold stay as they were);
+    /// the other chunks stay shared.
     fn refresh_published(&mut self) {
-        let mut stale = std::mem::take(&mut self.stale_chunks);
-        stale.sort_unstable();
-        stale.dedup();
-        for c in stale.drain(..) {
-            let start = c.saturating_mul(CHUNK_ROUTES);
-            let slots = self.routes.slots.get(start..).unwrap_or_default();
-            let mut chunk = Vec::with_capacity(CHUNK_ROUTES);
-            chunk.extend(slots.iter().take(CHUNK_ROUTES).map(|s| SnapSlot {
-                generation: s.generation,
-                view: s.record.as_ref().map(Record::view),
-            }));
-            chunk.resize(CHUNK_ROUTES, SnapSlot::default());
-            self.published.set_chunk(c, chunk.into());
+        let slots = &self.routes.slots;
+        for c in self.stale_chunks.drain(..) {
+            let Some(word) = self.stale_slots.get_mut(c) else {
+                continue;
+            };
+            let mut bits = std::mem::take(word);
+            let Some(views) = self.published.chunk_mut(c) else {
+                continue;
+            };
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let slot = c * CHUNK_ROUTES + bit;
+                if let Some(view) = views.get_mut(bit) {
+                    *view = slots.get(slot).map_or(SnapSlot::default(), |s| SnapSlot {
+                        generation: s.generation,
+                        view: s.record.as_ref().map(Record::view),
+                    });
+                }
+            }
         }
-        // Keep the (now empty) buffer for the next round.
-        self.stale_chunks = stale;
         self.published.len = self.routes.len;
     }
 
@@ -579,14 +597,11 @@ impl Inner {
     /// removals' irqfd detaches, then staged irqfd attaches.
     fn flush(&mut self) -> Result<()> {
         // Every route this flush settles or undoes changes its view.
-        let mut stale = std::mem::take(&mut self.stale_chunks);
-        for id in &self.touched {
-            let chunk = id.slot() / CHUNK_ROUTES;
-            if stale.last() != Some(&chunk) {
-                stale.push(chunk);
+        for i in 0..self.touched.len() {
+            if let Some(&id) = self.touched.get(i) {
+                self.mark_stale(id);
             }
         }
-        self.stale_chunks = stale;
         let mut result = Ok(());
         if self.dirty {
             self.dirty = false;
