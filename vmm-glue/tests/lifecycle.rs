@@ -83,7 +83,7 @@ fn enabled_but_never_unmasked_vectors_hold_no_gsi() {
     scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
     scripted_guest::program_msix(&mut dev, 0, |v| v < 4).unwrap();
     assert_eq!(vm.router.gsis_in_use(), 4);
-    assert_eq!(vm.backend.table().len(), 4);
+    assert_eq!(vm.backend().table().len(), 4);
     // All 16 vectors were bound by the one SET_IRQS of the enable (masked ones to userspace).
     assert_eq!(sim.allocated_vectors(), 16);
 }
@@ -109,10 +109,10 @@ fn restore_cost(n: usize, m: u16, strategy: Strategy) -> (u64, Vec<u64>) {
         .map(|(i, s)| device(&dst, s, i as u32, strategy))
         .collect();
     let report = restore_all(&dst.router, devs.iter_mut().zip(states.iter()), strategy).unwrap();
-    assert_eq!(report.gsi_routing_commits, dst.backend.commits());
+    assert_eq!(report.gsi_routing_commits, dst.backend().commits());
     let per_dev: Vec<u64> = sims.iter().map(|s| s.counters().set_irqs).collect();
     assert_eq!(report.set_irqs_per_device, per_dev);
-    assert_eq!(dst.backend.table().len(), n * usize::from(m));
+    assert_eq!(dst.backend().table().len(), n * usize::from(m));
     (report.gsi_routing_commits, per_dev)
 }
 
@@ -213,7 +213,7 @@ fn a_vmm_bus_routes_table_writes_to_the_device() {
     let mut data = [0u8; 4];
     bus.mmio_read(MmioAddress(entry + 8), &mut data).unwrap();
     assert_eq!(u32::from_le_bytes(data), 0x41);
-    let table = vm.backend.table();
+    let table = vm.backend().table();
     assert_eq!(table.len(), 1);
     assert_eq!(
         (table[0].msi.address, table[0].msi.data),
