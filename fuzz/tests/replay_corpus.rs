@@ -8,8 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use migration_state::format::reseal;
-use migration_state::{DeviceState, FormatVersion};
+use migration_state::DeviceState;
 
 /// The committed corpus files of `target`, sorted.
 fn corpus(target: &str) -> Vec<PathBuf> {
@@ -79,15 +78,7 @@ fn migration_stream_seeds_still_decode() {
         let version: u16 = version.parse().unwrap();
         let bytes = fs::read(&path).unwrap();
         assert_eq!(bytes.first(), Some(&mode), "{name}: mode byte");
-        let mut stream = bytes[1..].to_vec();
-        if mode & 1 != 0 {
-            reseal(&mut stream);
-        }
-        let reader = if mode & 2 != 0 {
-            FormatVersion::V1
-        } else {
-            FormatVersion::CURRENT
-        };
+        let (stream, reader) = passthrough_fuzz::migration_ops::stream_and_reader(&bytes).unwrap();
         let state = DeviceState::decode_up_to(&stream, reader)
             .unwrap_or_else(|e| panic!("{name} no longer decodes: {e}"));
         assert_eq!(

@@ -17,7 +17,7 @@ use vm_device::MutDeviceMmio;
 use vmm_glue::scripted_guest::{self, config_read_u16, config_read_u32, find_capability};
 use vmm_glue::{DeviceOptions, IrqMode, PassthroughDevice, Strategy};
 
-use common::{device, msix_sim, vm, vm_on};
+use common::{device, guest_device, msix_sim, vm, vm_on};
 
 irq_routing::both_backends!(
     misaligned_odd_sized_and_out_of_range_table_writes_are_ignored,
@@ -30,11 +30,7 @@ fn misaligned_odd_sized_and_out_of_range_table_writes_are_ignored(backend: TestB
     let Some(vm) = vm_on(backend) else {
         return;
     };
-    let sim = msix_sim(4);
-    let mut dev = device(&vm, &sim, 0, Strategy::PerDevice);
-    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
-    scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
-    let prog = scripted_guest::program_msix(&mut dev, 0, |_| true).unwrap();
+    let (sim, mut dev, prog) = guest_device(&vm, 4, |_| true);
     let bar = dev.bar_address(0).unwrap();
     let table = dev.msix_table().unwrap().clone();
     let commits = vm.router.stats().commits;
@@ -75,12 +71,8 @@ fn pba_writes_change_no_pending_bit(backend: TestBackend) {
     let Some(vm) = vm_on(backend) else {
         return;
     };
-    let sim = msix_sim(4);
-    let mut dev = device(&vm, &sim, 0, Strategy::PerDevice);
-    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
-    scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
     let masked = 2u16;
-    let prog = scripted_guest::program_msix(&mut dev, 0, |v| v != masked).unwrap();
+    let (sim, mut dev, prog) = guest_device(&vm, 4, |v| v != masked);
     let bar = dev.bar_address(0).unwrap();
     let user = dev.msix_user_eventfd(masked).unwrap().as_raw_fd();
     assert_eq!(sim.raise(u32::from(masked)), RaiseOutcome::Signalled(user));
@@ -277,11 +269,7 @@ fn an_unmasked_vector_the_guest_never_programmed_injects_nothing(backend: TestBa
     let Some(vm) = vm_on(backend) else {
         return;
     };
-    let sim = msix_sim(2);
-    let mut dev = device(&vm, &sim, 0, Strategy::PerDevice);
-    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
-    scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
-    let prog = scripted_guest::program_msix(&mut dev, 0, |v| v == 0).unwrap();
+    let (sim, mut dev, prog) = guest_device(&vm, 2, |v| v == 0);
     let bar = dev.bar_address(0).unwrap();
     let entry1 = prog.table_address - bar + 16;
     // The guest clears vector 1's address, then unmasks it: a message KVM cannot route.

@@ -22,7 +22,7 @@ use vmm_glue::{
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use common::{device, msix_sim, vm_on};
+use common::{device, guest_device, msix_sim, vm_on};
 
 irq_routing::both_backends!(
     mask_keeps_route_moves_only_the_trigger_and_pba_delivers_once,
@@ -41,11 +41,7 @@ fn mask_keeps_route_moves_only_the_trigger_and_pba_delivers_once(backend: TestBa
     let Some(vm) = vm_on(backend) else {
         return;
     };
-    let sim = msix_sim(8);
-    let mut dev = device(&vm, &sim, 0, Strategy::PerDevice);
-    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
-    scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
-    let prog = scripted_guest::program_msix(&mut dev, 0, |_| true).unwrap();
+    let (sim, mut dev, prog) = guest_device(&vm, 8, |_| true);
     let bar = dev.bar_address(0).unwrap();
     let v = 5u16;
     let route = dev.msix_route(v).unwrap();
@@ -99,11 +95,7 @@ fn enabled_but_never_unmasked_vectors_hold_no_gsi(backend: TestBackend) {
     let Some(vm) = vm_on(backend) else {
         return;
     };
-    let sim = msix_sim(16);
-    let mut dev = device(&vm, &sim, 0, Strategy::PerDevice);
-    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
-    scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
-    scripted_guest::program_msix(&mut dev, 0, |v| v < 4).unwrap();
+    let (sim, dev, _) = guest_device(&vm, 16, |v| v < 4);
     assert_eq!(vm.router.gsis_in_use(), 4);
     assert_eq!(vm.table().len(), 4);
     // All 16 vectors were bound by the one SET_IRQS of the enable (masked ones to userspace).

@@ -137,6 +137,26 @@ pub fn device_on(
     PassthroughDevice::new(vfio, &vm.res, opts).unwrap()
 }
 
+/// Device 0 of `vm`: a simulated device with `vectors` MSI-X vectors whose BARs the scripted
+/// firmware placed from 0xc000_0000 and whose guest programmed MSI-X, unmasking the vectors
+/// `unmask` picks (per-device strategy).
+pub fn guest_device(
+    vm: &Vm,
+    vectors: u16,
+    unmask: impl Fn(u16) -> bool,
+) -> (
+    Arc<SimDevice>,
+    PassthroughDevice,
+    scripted_guest::MsixProgram,
+) {
+    let sim = msix_sim(vectors);
+    let mut dev = device(vm, &sim, 0, Strategy::PerDevice);
+    let (mut mmio, mut pio) = (0xc000_0000u64, 0x1000u64);
+    scripted_guest::place_bars(&mut dev, &mut mmio, &mut pio, false);
+    let prog = scripted_guest::program_msix(&mut dev, 0, unmask).unwrap();
+    (sim, dev, prog)
+}
+
 /// A per-device-strategy device whose BARs the scripted firmware placed in a 1 MiB window of
 /// its own (from 0xc000_0000 + `id` MiB).
 pub fn placed_device(vm: &Vm, vfio: Arc<dyn VfioDevice>, id: u32) -> PassthroughDevice {
