@@ -15,7 +15,8 @@
 //!
 //! The hypervisor sits behind [`RoutingBackend`]: `KvmBackend` (feature
 //! `kvm`, default) and `MemoryBackend` (feature `test-utils`, which also
-//! brings `testing` for tests that need a real VM when `kvm` is on).
+//! brings `testing` when `kvm` is on: a real VM for tests, and one test body
+//! run on both backends with delivery observed through local APICs).
 //!
 //! # Rules
 //!
