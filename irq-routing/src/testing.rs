@@ -5,7 +5,7 @@
 //!
 //! [`TestVm`] is a VM a test routes on: the in-memory backend, or a real KVM
 //! VM with an in-kernel irqchip and eight vCPUs (never run) whose local APICs
-//! are software-enabled, so that delivery can be observed. [`both_backends!`]
+//! are software-enabled, so that delivery can be observed. [`both_backends!`](crate::both_backends)
 //! instantiates a test body `fn name(backend: TestBackend)` once per backend.
 //!
 //! # How delivery is observed on KVM
