@@ -143,7 +143,10 @@ pub(crate) struct SnapSlot {
 pub(crate) type Chunk = std::sync::Arc<[SnapSlot]>;
 
 /// A consistent, immutable view of every route, published after each
-/// operation that was not deferred and after each batch guard ends.
+/// operation that was not deferred, when the outermost batch guard ends, and
+/// when a nested guard ends after an update or a removal (routes added in a
+/// running batch appear with its commit; until then their handles read as
+/// [`RouteState::Staged`]).
 ///
 /// Readers get it lock-free from [`Router::snapshot`](crate::Router::snapshot)
 /// and never wait on a commit. Lookups index by handle (no search); the views

@@ -192,6 +192,10 @@ struct Inner {
     stale_slots: Vec<u64>,
     /// The chunks with a bit set in `stale_slots`, each listed once.
     stale_chunks: Vec<usize>,
+    /// An update or a removal inside the running batch is not published yet. (An addition
+    /// needs no publication before the commit: a handle the snapshot does not know reads as
+    /// `Staged`.)
+    republish: bool,
     /// While the outermost guard's commit builds its report: each settled route's outcome.
     report: Option<Vec<(RouteId, RouteState)>>,
 }
@@ -258,6 +262,7 @@ impl Router {
                 published: RouteSnapshot::default(),
                 stale_slots: Vec::new(),
                 stale_chunks: Vec::new(),
+                republish: false,
                 report: None,
             }),
             snapshot: ArcSwap::default(),
@@ -394,6 +399,7 @@ impl Router {
             record.touched = true;
         }
         inner.mark_stale(id);
+        inner.republish = true;
         if userspace {
             // Only the message shown changed.
             if inner.depth == 0 {
@@ -427,6 +433,7 @@ impl Router {
         // A listed handle stays in `touched`: it names nothing any more and is skipped.
         let record = inner.routes.remove(id).ok_or(Error::UnknownRoute(id))?;
         inner.mark_stale(id);
+        inner.republish = true;
         if let Some(gsi) = record.gsi {
             if record.committed.is_none() && !record.attached {
                 // Never reached KVM: give the GSI back at once.
@@ -456,7 +463,8 @@ impl Router {
     }
 
     /// One route's view as of the last publication, lock-free. `None` means
-    /// the route has no KVM route to rely on.
+    /// the route has no KVM route to rely on (it is gone, or was added inside
+    /// a batch still running and is not published yet).
     pub fn route(&self, id: RouteId) -> Option<RouteView> {
         self.snapshot.load().get(id)
     }
@@ -494,7 +502,11 @@ impl Router {
         let mut inner = self.lock();
         inner.depth = inner.depth.saturating_sub(1);
         if inner.depth > 0 {
-            self.publish(&mut inner);
+            // Readers see the batch's updates and removals as staged now; its additions read
+            // as staged already, and are published with the commit.
+            if inner.republish {
+                self.publish(&mut inner);
+            }
             return Ok(None);
         }
         // Settling each touched route records its outcome (a removed route's handle, which may
@@ -514,6 +526,7 @@ impl Router {
     /// Publishes the routes as they stand: rebuilds only the snapshot chunks
     /// whose routes changed since the last publication and shares the others.
     fn publish(&self, inner: &mut Inner) {
+        inner.republish = false;
         inner.refresh_published();
         self.snapshot.store(Arc::new(inner.published.clone()));
     }

@@ -465,8 +465,19 @@ fn a_route_added_in_a_batch_has_no_committed_message_until_the_commit(backend: T
     let fd = irqfd();
     let batch = router.batch();
     let id = router.add_msi_route(msi(3), Some(fd.clone())).unwrap();
+    // A nested guard's end publishes no addition: the snapshot does not know the route yet,
+    // and its handle reads as staged.
+    router.batch().commit().unwrap();
+    assert_eq!(router.route(id), None);
+    assert_eq!(router.route_state(id), Some(RouteState::Staged));
+    // An update in the same batch is published when a guard ends, the addition with it,
+    // still with no committed message.
+    let other = router.add_msi_route(msi(4), None).unwrap();
+    drop(router.batch());
+    router.update_msi_route(other, msi(5)).unwrap();
     router.batch().commit().unwrap();
     assert_eq!(router.route(id).unwrap().committed_msi, None);
+    assert_eq!(router.route(id).unwrap().state, RouteState::Staged);
     assert_eq!(ops(&vm, &router), (0, 0, 0));
     // Nothing is bound to inject a signal yet; one sent now waits in the irqfd.
     assert!(vm.unbound(&fd, msi(3)));
