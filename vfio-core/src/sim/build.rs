@@ -4,7 +4,7 @@
 //! REGION_INFO, IRQ_INFO as Linux v6.12.117 drivers/vfio/pci/vfio_pci_core.c answers them)
 //! and the state it starts in.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pci_config::{BarKind, ConfigSpace};
 
@@ -27,9 +27,10 @@ use crate::info::{
 /// COMMAND's I/O, memory, bus master, parity, SERR and INTx Disable bits, STATUS's error bits
 /// (write 1 to clear), cache line size and interrupt line, MSI enable/MME and message
 /// registers, MSI-X enable and function mask, PMCSR power state and PME enable (PME status
-/// write 1 to clear), PCIe DEVCTL's error-reporting enables.
+/// write 1 to clear). PCIe DEVCTL is read-only in the device (QEMU 7.2's e1000e keeps its
+/// error-reporting enables at 0, seen in the lab); vfio-pci virtualizes MPS, MRRS and FLR.
 fn emulated_device_masks(c: &mut VfioConfig) {
-    let (msi, msix, exp, pm) = (c.msi_cap(), c.msix_cap(), c.exp_cap(), c.pm_cap());
+    let (msi, msix, pm) = (c.msi_cap(), c.msix_cap(), c.pm_cap());
     let p = &mut c.phys;
     let command = config::COMMAND_IO
         | config::COMMAND_MEMORY
@@ -61,10 +62,6 @@ fn emulated_device_masks(c: &mut VfioConfig) {
             2,
             u32::from(config::PM_CTRL_PME_STATUS),
         );
-    }
-    if let Some(at) = exp {
-        let devctl = config::EXP_DEVCTL_ERR_REPORTING;
-        p.writable(at + config::EXP_DEVCTL, 2, u32::from(devctl));
     }
 }
 
@@ -241,14 +238,15 @@ impl SimDevice {
             bars,
             mem,
             msi_needs_bus_master: b.msi_needs_bus_master,
-            state: Mutex::new(SimState {
+            reset_keeps_registers: b.reset_keeps_registers,
+            state: Arc::new(Mutex::new(SimState {
                 config,
                 irq: IrqState::new(msix_vectors, dynamic),
                 counters,
                 faults: Faults::default(),
                 migration,
                 model,
-            }),
+            })),
         })
     }
 }

@@ -64,7 +64,7 @@ mod regions;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::io::RawFd;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use pci_config::ConfigSpace;
 
@@ -159,7 +159,10 @@ pub struct SimDevice {
     mem: File,
     /// MSI and MSI-X messages need COMMAND's Bus Master (QEMU's devices).
     msi_needs_bus_master: bool,
-    state: Mutex<SimState>,
+    /// The emulated device ignores the kernel's reset (QEMU's e1000e and its PM reset).
+    reset_keeps_registers: bool,
+    /// Shared with the INTx unmask eventfd's watcher thread (the kernel's virqfd).
+    state: Arc<Mutex<SimState>>,
 }
 
 impl SimDevice {
@@ -449,6 +452,9 @@ impl VfioDevice for SimDevice {
         if s.irq.active != before {
             self.interrupt_mode_changed(s);
         }
+        if std::mem::take(&mut s.irq.virqfd_new) {
+            self.watch_unmask_eventfd(s);
+        }
         result
     }
 
@@ -503,6 +509,40 @@ impl SimDevice {
             }
         }
         self.sync_model(s);
+    }
+
+    /// Serve the INTx unmask eventfd just installed from a thread, as the kernel's virqfd runs
+    /// its handler when the eventfd is written (`virqfd_wakeup()`): the user writing it unmasks
+    /// INTx (or re-sends while the line is asserted) without touching the device.
+    fn watch_unmask_eventfd(&self, s: &SimState) {
+        let Some(file) = s
+            .irq
+            .intx_unmask
+            .as_ref()
+            .and_then(|t| t.file.try_clone().ok())
+        else {
+            return;
+        };
+        let generation = s.irq.virqfd_generation;
+        let state = Arc::downgrade(&self.state);
+        let spawned = std::thread::Builder::new()
+            .name("vfio-sim-virqfd".into())
+            .spawn(move || loop {
+                let Ok(ready) = crate::ioctl::wait_readable(&file, 20) else {
+                    return;
+                };
+                let Some(state) = state.upgrade() else { return };
+                let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
+                let s = &mut *guard;
+                if s.irq.virqfd_generation != generation || s.irq.intx_unmask.is_none() {
+                    return;
+                }
+                if ready {
+                    s.irq.service_intx_unmask(&mut s.counters);
+                }
+            });
+        // Without a thread the eventfd is still served whenever the device is touched.
+        drop(spawned);
     }
 
     /// An FLR through config space (`pci_try_reset_function()`): the device resets, config

@@ -76,7 +76,6 @@ pub(crate) const EXP_DEVCAP: usize = 4;
 pub(crate) const EXP_DEVCTL: usize = 8;
 const EXP_DEVCTL2: usize = 0x28;
 pub(crate) const EXP_DEVCAP_FLR: u32 = 0x1000_0000;
-pub(crate) const EXP_DEVCTL_ERR_REPORTING: u16 = 0x000f;
 pub(crate) const EXP_DEVCTL_PAYLOAD: u16 = 0x00e0;
 const EXP_DEVCTL_PHANTOM: u16 = 0x0200;
 pub(crate) const EXP_DEVCTL_READRQ: u16 = 0x7000;
