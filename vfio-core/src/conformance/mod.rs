@@ -69,10 +69,11 @@ macro_rules! ensure_eq {
 }
 
 pub mod e1000e;
+pub mod growth;
 pub mod nvme_vf;
 mod profiles;
 
-pub use profiles::{e1000e_profile, nvme_vf_profile};
+pub use profiles::{e1000e_profile, nvme_pf_profile, nvme_vf_profile};
 
 /// The lab device a scenario runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -44,6 +44,16 @@ pub fn e1000e_profile() -> Result<SimDevice, Failure> {
         .build()?)
 }
 
+/// QEMU 7.2's NVMe PF as vfio-pci in Linux 6.12.117 shows it: BAR0 64-bit, 0x4000, holding
+/// the MSI-X table (63 vectors, dynamic). The seed-000 comparison runs on it.
+pub fn nvme_pf_profile() -> Result<SimDevice, Failure> {
+    Ok(SimDevice::from_config_space_builder(space(NVME_PF_SYSFS)?)
+        .bar(0, BarKind::Mem64, 0x4000, false)
+        .msix_mode(MsixMode::Dynamic)
+        .msi_needs_bus_master(true)
+        .build()?)
+}
+
 /// The vendor and VF device ID an SR-IOV PF gives its VFs (its SR-IOV capability: VF Device
 /// ID at +0x1a; vendor the PF's).
 fn vf_ids(pf: &ConfigSpace) -> Result<(u16, u16), Failure> {
