@@ -7,6 +7,24 @@ use std::io;
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// `KVM_SET_USER_MEMORY_REGION` failed.
+    #[error("memory slot {slot} could not be set")]
+    MemorySlot {
+        /// The slot number.
+        slot: u32,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// A memory slot number is already in use.
+    #[error("memory slot {0} is already installed")]
+    SlotBusy(u32),
+    /// A memory slot number is not installed.
+    #[error("memory slot {0} is not installed")]
+    SlotNotInstalled(u32),
+    /// Every slot number of the pool is in use.
+    #[error("no free memory slot in the pool")]
+    NoFreeSlot,
     /// A page size that is not a power of two of at least 4 KiB.
     #[error("page size {0:#x} is not a power of two of at least 4 KiB")]
     InvalidPageSize(u64),

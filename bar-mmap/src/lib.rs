@@ -34,13 +34,17 @@ mod host;
 mod mapping;
 mod page;
 mod resources;
+mod slots;
 mod sparse;
 
 pub use error::{Error, Result};
 pub use guest::{GuestBar, GuestMapping, GuestPageMap, GuestTrap, MapChange, RegionId};
 pub use host::{BarInfo, BarKind, HostDecision, HostMmapPlan, NotMappable};
+#[cfg(feature = "kvm")]
+pub use mapping::KvmMemorySlots;
 pub use mapping::{host_page_size, Mapping};
 pub use page::PageSize;
 pub use resources::{HostResourceSpace, SharedResourceSpace};
+pub use slots::{GuestMappings, InstalledSlot, MemorySlots, RecordedSlots, SlotStats};
 pub use sparse::{Area, AreaKind, ByteRange, MsixLocation, RegionMmapCaps, SparseLayout};
 pub use vm_allocator::RangeInclusive;

@@ -163,6 +163,81 @@ impl Drop for Mapping {
     }
 }
 
+/// KVM's user memory regions as [`MemorySlots`](crate::MemorySlots)
+/// (`KVM_SET_USER_MEMORY_REGION`), each holding the [`Mapping`] it makes visible to the guest.
+#[cfg(feature = "kvm")]
+#[derive(Debug)]
+pub struct KvmMemorySlots {
+    vm: std::sync::Arc<kvm_ioctls::VmFd>,
+    slots: std::collections::BTreeMap<u32, (u64, Mapping)>,
+}
+
+#[cfg(feature = "kvm")]
+impl KvmMemorySlots {
+    /// Memory slots of `vm`.
+    pub fn new(vm: std::sync::Arc<kvm_ioctls::VmFd>) -> Self {
+        KvmMemorySlots {
+            vm,
+            slots: std::collections::BTreeMap::new(),
+        }
+    }
+
+    fn set(&self, slot: u32, gpa: u64, size: u64, host: u64) -> Result<()> {
+        let region = kvm_bindings::kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: host,
+        };
+        // SAFETY: a non-empty region points at a Mapping this value owns and keeps until the
+        // slot is removed (size 0, which makes KVM forget the host range), so KVM never
+        // reaches memory that was unmapped or reused.
+        unsafe { self.vm.set_user_memory_region(region) }.map_err(|e| Error::MemorySlot {
+            slot,
+            source: io::Error::from_raw_os_error(e.errno()),
+        })
+    }
+}
+
+#[cfg(feature = "kvm")]
+impl crate::MemorySlots for KvmMemorySlots {
+    fn install(&mut self, slot: u32, gpa: u64, mapping: Mapping) -> Result<()> {
+        if self.slots.contains_key(&slot) {
+            return Err(Error::SlotBusy(slot));
+        }
+        self.set(slot, gpa, mapping.len() as u64, mapping.as_ptr() as u64)?;
+        self.slots.insert(slot, (gpa, mapping));
+        Ok(())
+    }
+
+    fn remove(&mut self, slot: u32) -> Result<Mapping> {
+        let Some((gpa, _)) = self.slots.get(&slot) else {
+            return Err(Error::SlotNotInstalled(slot));
+        };
+        self.set(slot, *gpa, 0, 0)?;
+        self.slots
+            .remove(&slot)
+            .map(|(_, m)| m)
+            .ok_or(Error::SlotNotInstalled(slot))
+    }
+
+    fn mapping(&self, slot: u32) -> Option<&Mapping> {
+        self.slots.get(&slot).map(|(_, m)| m)
+    }
+}
+
+#[cfg(feature = "kvm")]
+impl Drop for KvmMemorySlots {
+    fn drop(&mut self) {
+        // Remove every slot before its mapping is unmapped.
+        let slots: Vec<u32> = self.slots.keys().copied().collect();
+        for slot in slots {
+            let _ = crate::MemorySlots::remove(self, slot);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,15 @@ pub trait RoutingBackend: Debug + Send + Sync {
     /// Bind `fd` to `gsi`: signalling `fd` raises the GSI.
     fn attach_irqfd(&self, fd: &EventFd, gsi: u32) -> errno::Result<()>;
 
-    /// Unbind `fd` from `gsi`.
+    /// Unbind `fd` from `gsi` (a resample irqfd too).
     fn detach_irqfd(&self, fd: &EventFd, gsi: u32) -> errno::Result<()>;
+
+    /// Bind `fd` to irqchip pin `gsi` as a level-triggered line: signalling `fd` asserts it,
+    /// and the guest's acknowledgement de-asserts it and signals `resample`.
+    fn attach_resample_irqfd(
+        &self,
+        fd: &EventFd,
+        resample: &EventFd,
+        gsi: u32,
+    ) -> errno::Result<()>;
 }

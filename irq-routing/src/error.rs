@@ -53,6 +53,30 @@ pub enum Error {
         #[source]
         source: errno::Error,
     },
+    /// An INTx line was asked for on a GSI the router gives to MSI routes (KVM would take
+    /// the resample irqfd and never acknowledge the line).
+    #[error("GSI {gsi} is an MSI GSI, not an irqchip pin")]
+    NotAnIrqchipGsi {
+        /// The GSI asked for.
+        gsi: u32,
+    },
+    /// Binding an INTx line's irqfd failed (EINVAL without a full in-kernel irqchip, EBUSY
+    /// for an eventfd already bound).
+    #[error("binding the INTx irqfd to GSI {gsi} failed")]
+    IrqfdAttach {
+        /// The GSI.
+        gsi: u32,
+        /// The backend's error (for KVM, the errno of `KVM_IRQFD`).
+        #[source]
+        source: errno::Error,
+    },
+    /// Creating an eventfd failed.
+    #[error("creating an eventfd failed")]
+    EventFd {
+        /// The errno.
+        #[source]
+        source: std::io::Error,
+    },
     /// Detaching an irqfd from its GSI failed. The GSI stays reserved so no
     /// other route can be reached through the still-bound irqfd.
     #[error("detaching the irqfd from GSI {gsi} failed")]

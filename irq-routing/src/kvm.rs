@@ -188,4 +188,13 @@ impl RoutingBackend for KvmBackend {
     fn detach_irqfd(&self, fd: &EventFd, gsi: u32) -> errno::Result<()> {
         self.vm.unregister_irqfd(fd, gsi)
     }
+
+    fn attach_resample_irqfd(
+        &self,
+        fd: &EventFd,
+        resample: &EventFd,
+        gsi: u32,
+    ) -> errno::Result<()> {
+        self.vm.register_irqfd_with_resample(fd, resample, gsi)
+    }
 }

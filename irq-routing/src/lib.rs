@@ -87,6 +87,7 @@
 mod backend;
 mod batch;
 mod error;
+mod intx;
 #[cfg(feature = "kvm")]
 mod kvm;
 #[cfg(feature = "test-utils")]
@@ -99,6 +100,7 @@ pub mod testing;
 pub use backend::RoutingBackend;
 pub use batch::{BatchOutcome, BatchReport, RouteBatch};
 pub use error::{Error, Result};
+pub use intx::IntxLine;
 #[cfg(feature = "kvm")]
 pub use kvm::{KvmBackend, IOAPIC_PINS, PIC_PINS};
 #[cfg(feature = "test-utils")]

@@ -28,6 +28,8 @@ pub enum MemoryOp {
 struct MemoryState {
     table: Vec<RouteEntry>,
     attached: BTreeMap<RawFd, u32>,
+    /// Resample eventfd of each level-triggered irqfd, by trigger fd.
+    resample: BTreeMap<RawFd, RawFd>,
     counts: BTreeMap<MemoryOp, u64>,
     failures: BTreeMap<MemoryOp, Vec<(u64, i32)>>,
 }
@@ -115,6 +117,11 @@ impl MemoryBackend {
             .collect()
     }
 
+    /// The resample eventfd `fd` was attached with (a level-triggered irqfd), if any.
+    pub fn resample_fd(&self, fd: &EventFd) -> Option<RawFd> {
+        self.lock().resample.get(&fd.as_raw_fd()).copied()
+    }
+
     /// The GSI `fd` is attached to, if any.
     pub fn attached_gsi(&self, fd: &EventFd) -> Option<u32> {
         self.lock().attached.get(&fd.as_raw_fd()).copied()
@@ -160,12 +167,29 @@ impl RoutingBackend for MemoryBackend {
         Ok(())
     }
 
+    fn attach_resample_irqfd(
+        &self,
+        fd: &EventFd,
+        resample: &EventFd,
+        gsi: u32,
+    ) -> errno::Result<()> {
+        let mut state = self.lock();
+        Self::begin(&mut state, MemoryOp::AttachIrqfd)?;
+        if state.attached.contains_key(&fd.as_raw_fd()) {
+            return Err(errno::Error::new(libc::EBUSY));
+        }
+        state.attached.insert(fd.as_raw_fd(), gsi);
+        state.resample.insert(fd.as_raw_fd(), resample.as_raw_fd());
+        Ok(())
+    }
+
     fn detach_irqfd(&self, fd: &EventFd, gsi: u32) -> errno::Result<()> {
         let mut state = self.lock();
         Self::begin(&mut state, MemoryOp::DetachIrqfd)?;
         // Like KVM, detaching an fd that is not attached to `gsi` succeeds.
         if state.attached.get(&fd.as_raw_fd()) == Some(&gsi) {
             state.attached.remove(&fd.as_raw_fd());
+            state.resample.remove(&fd.as_raw_fd());
         }
         Ok(())
     }

@@ -468,6 +468,38 @@ impl Router {
         self.lock().stats
     }
 
+    /// Bind a level-triggered irqfd for an INTx line (see [`Router::attach_intx`]).
+    pub(crate) fn attach_line_irqfd(
+        &self,
+        fd: &EventFd,
+        resample: &EventFd,
+        gsi: u32,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        let msi = inner.backend.msi_gsi_range();
+        if msi.contains(&gsi) {
+            return Err(Error::NotAnIrqchipGsi { gsi });
+        }
+        inner.stats.irqfd_attaches += 1;
+        inner
+            .backend
+            .attach_resample_irqfd(fd, resample, gsi)
+            .map_err(|source| {
+                inner.stats.failed_irqfd_attaches += 1;
+                Error::IrqfdAttach { gsi, source }
+            })
+    }
+
+    /// Unbind an INTx line's irqfd.
+    pub(crate) fn detach_line_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<()> {
+        let mut inner = self.lock();
+        inner.stats.irqfd_detaches += 1;
+        inner
+            .backend
+            .detach_irqfd(fd, gsi)
+            .map_err(|source| Error::IrqfdDetach { gsi, source })
+    }
+
     /// How many MSI routes the backend allows.
     pub fn route_limit(&self) -> u32 {
         self.lock().limit

@@ -31,14 +31,14 @@ pub enum Recovery {
     ResetFailed,
 }
 
-/// Converts this crate's state to `vfio-core`'s.
+/// Converts this crate's state to `vfio-core`'s ([`State::to_device_state`]).
 pub fn to_device_state(state: State) -> MigState {
-    MigState::from_raw(state.to_raw()).unwrap_or(MigState::Error)
+    state.to_device_state()
 }
 
-/// Converts `vfio-core`'s state to this crate's.
+/// Converts `vfio-core`'s state to this crate's ([`State::from_device_state`]).
 pub fn from_device_state(state: MigState) -> State {
-    State::from_raw(state.to_raw()).unwrap_or(State::Error)
+    State::from_device_state(state)
 }
 
 /// The device's migration flags, or [`Error::NotMigratable`].

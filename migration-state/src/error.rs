@@ -155,6 +155,83 @@ pub enum Error {
         /// Its length.
         len: usize,
     },
+
+    /// Reading or writing a migration stream failed.
+    #[error("migration stream i/o failed")]
+    StreamIo(#[source] std::io::Error),
+    /// The migration stream ended early.
+    #[error("migration stream truncated in the {what}")]
+    StreamTruncated {
+        /// What was being read.
+        what: &'static str,
+    },
+    /// Not a migration stream (bad magic).
+    #[error("not a migration stream (bad magic)")]
+    StreamMagic,
+    /// The stream was written by a version this reader does not know.
+    #[error(
+        "migration stream version {found} is not supported (this reader supports 1..={supported})"
+    )]
+    StreamVersion {
+        /// The version in the stream.
+        found: u16,
+        /// The newest version this reader understands.
+        supported: u16,
+    },
+    /// The stream carries another number of devices than the destination has.
+    #[error("migration stream carries {found} devices, the destination has {expected}")]
+    StreamDeviceCount {
+        /// Devices in the stream.
+        found: u16,
+        /// Devices at the destination.
+        expected: u16,
+    },
+    /// A device of the stream is not the destination's device at that index.
+    #[error("migration stream device {index} is {found:?}, the destination's is {expected:?}")]
+    StreamWrongDevice {
+        /// Index in the stream.
+        index: u16,
+        /// The destination's device.
+        expected: Box<crate::stream::DeviceIdentity>,
+        /// What the stream says.
+        found: Box<crate::stream::DeviceIdentity>,
+    },
+    /// A checksum does not match (`frame`: the frame's index; `None`: the header).
+    #[error("migration stream corrupt (frame {frame:?})")]
+    StreamCorrupt {
+        /// Index of the frame, or `None` for the header.
+        frame: Option<u64>,
+    },
+    /// A frame of an unknown kind.
+    #[error("migration stream frame of unknown kind {kind}")]
+    StreamFrameKind {
+        /// The kind byte.
+        kind: u8,
+    },
+    /// A frame longer than the reader accepts (or than a frame can be).
+    #[error("migration stream frame of {length} bytes exceeds {max}")]
+    StreamFrameTooLarge {
+        /// Its announced length.
+        length: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// A frame names a device the stream does not carry.
+    #[error("migration stream frame for unknown device {device}")]
+    StreamUnknownDevice {
+        /// The device index.
+        device: u16,
+    },
+    /// A device's frames out of order (pre-copy, stop-copy, state), or the stream closed
+    /// before a device's state.
+    #[error("migration stream frames of device {device} out of order")]
+    StreamOrder {
+        /// The device index.
+        device: u16,
+    },
+    /// More devices than a stream can carry.
+    #[error("a migration stream carries at most 65535 devices")]
+    StreamTooManyDevices,
 }
 
 /// This crate's result type.

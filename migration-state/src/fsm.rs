@@ -7,9 +7,9 @@
 //! arcs: the kernel breaks a request into arcs with `vfio_mig_get_next_state()`, and the
 //! driver's `set_state` loop takes one arc per call until the device is in the requested state.
 //! [`next_step`] is that function and [`path`] is that loop, both over the kernel's own tables,
-//! transcribed (in the private `kernel` submodule, in the kernel's order) from Linux v6.12.117
-//! `drivers/vfio/vfio_main.c`, `vfio_mig_get_next_state()`: `vfio_from_fsm_table` and
-//! `state_flags_table`.
+//! transcribed (in `vfio-core`'s `migration::fsm`, the workspace's one copy, in the kernel's
+//! order) from Linux v6.12.117 `drivers/vfio/vfio_main.c`, `vfio_mig_get_next_state()`:
+//! `vfio_from_fsm_table` and `state_flags_table`.
 //!
 //! # The kernel's rule
 //!
@@ -30,22 +30,21 @@
 //!
 //! The kernel's skip loop stops as soon as it reaches `ERROR` (its condition tests for `ERROR`
 //! first), so it never spins on that entry. It could only spin on a cycle of unsupported
-//! states, and the table has none. The build checks it (constant evaluation in the `kernel`
-//! submodule): for every flag word whose known bits are any of the eight combinations, and for
+//! states, and the table has none. `vfio-core`'s build checks it (constant evaluation next to
+//! the transcribed tables): for every flag word whose known bits are any of the eight combinations, and for
 //! the all-ones word, the skip loop ends; for the four valid flag sets, every walk either
 //! reaches its target or is refused at its first step. A refused request is therefore refused
 //! before any arc is taken, in the kernel as here.
 
 use std::fmt;
 
-use crate::{Error, Result};
-
-mod kernel;
-
-use kernel::{
+use vfio_core::migration::fsm::{
     kernel_supports, vfio_mig_get_next_state, KernelHop, MAX_ARCS, VFIO_MIGRATION_P2P,
     VFIO_MIGRATION_PRE_COPY, VFIO_MIGRATION_STOP_COPY,
 };
+use vfio_core::MigState;
+
+use crate::{Error, Result};
 
 /// A VFIO migration v2 device state (`enum vfio_device_mig_state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,7 +98,48 @@ impl State {
     pub const fn is_saving(self) -> bool {
         matches!(self, State::StopCopy | State::PreCopy | State::PreCopyP2p)
     }
+
+    /// The same state as `vfio-core` names it (the numbers are the kernel's in both).
+    pub const fn to_device_state(self) -> MigState {
+        match self {
+            State::Error => MigState::Error,
+            State::Stop => MigState::Stop,
+            State::Running => MigState::Running,
+            State::StopCopy => MigState::StopCopy,
+            State::Resuming => MigState::Resuming,
+            State::RunningP2p => MigState::RunningP2p,
+            State::PreCopy => MigState::PreCopy,
+            State::PreCopyP2p => MigState::PreCopyP2p,
+        }
+    }
+
+    /// The same state as this crate names `vfio-core`'s.
+    pub const fn from_device_state(state: MigState) -> Self {
+        match state {
+            MigState::Error => State::Error,
+            MigState::Stop => State::Stop,
+            MigState::Running => State::Running,
+            MigState::StopCopy => State::StopCopy,
+            MigState::Resuming => State::Resuming,
+            MigState::RunningP2p => State::RunningP2p,
+            MigState::PreCopy => State::PreCopy,
+            MigState::PreCopyP2p => State::PreCopyP2p,
+        }
+    }
+
+    const fn is_error(self) -> bool {
+        matches!(self, State::Error)
+    }
 }
+
+/// The two enums number the states alike.
+const _: () = {
+    let mut i = 0;
+    while i < State::ALL.len() {
+        assert!(State::ALL[i].to_device_state().to_raw() == State::ALL[i].to_raw());
+        i += 1;
+    }
+};
 
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -210,7 +250,7 @@ impl MigrationFlags {
     /// device whose word had all 32 bits set would pass that check for `ERROR`, but the
     /// table's `ERROR` row and column then refuse every request involving it all the same).
     pub const fn supports(self, state: State) -> bool {
-        kernel_supports(self.migration_flags(), state)
+        kernel_supports(self.migration_flags(), state.to_device_state())
     }
 }
 
@@ -236,8 +276,13 @@ impl fmt::Display for MigrationFlags {
 /// the one on `requested` ([`Error::UnsupportedState`], including a request for `ERROR`), or
 /// the table walk reaching `ERROR` ([`Error::BlockedArc`]).
 pub fn next_step(flags: MigrationFlags, current: State, requested: State) -> Result<State> {
-    match vfio_mig_get_next_state(flags.migration_flags(), current, requested) {
-        KernelHop::Next(next) => Ok(next),
+    let hop = vfio_mig_get_next_state(
+        flags.migration_flags(),
+        current.to_device_state(),
+        requested.to_device_state(),
+    );
+    match hop {
+        KernelHop::Next(next) => Ok(State::from_device_state(next)),
         KernelHop::CurrentUnsupported if current.is_error() => Err(Error::DeviceInError),
         KernelHop::CurrentUnsupported => Err(Error::UnsupportedState {
             state: current,
@@ -298,7 +343,8 @@ mod tests {
     fn raw_numbers_round_trip() {
         for (i, s) in State::ALL.iter().enumerate() {
             assert_eq!(s.to_raw(), i as u32);
-            assert_eq!(s.index(), i);
+            assert_eq!(s.to_device_state().index(), i);
+            assert_eq!(State::from_device_state(s.to_device_state()), *s);
             assert_eq!(State::from_raw(i as u32).unwrap(), *s);
         }
         assert!(matches!(
@@ -338,13 +384,13 @@ mod tests {
         assert!(!MigrationFlags::WITH_PRE_COPY.supports(PreCopyP2p));
         assert!(!MigrationFlags::ALL.supports(Error));
         // Only the all-ones word passes the ERROR check, and the table refuses it anyway.
-        assert!(kernel_supports(!0, Error));
+        assert!(kernel_supports(!0, MigState::Error));
         assert!(matches!(
-            vfio_mig_get_next_state(!0, Error, Stop),
+            vfio_mig_get_next_state(!0, MigState::Error, MigState::Stop),
             KernelHop::ReachedError
         ));
         assert!(matches!(
-            vfio_mig_get_next_state(!0, Stop, Error),
+            vfio_mig_get_next_state(!0, MigState::Stop, MigState::Error),
             KernelHop::ReachedError
         ));
     }
@@ -375,7 +421,7 @@ mod tests {
     fn stop_copy_to_pre_copy_is_refused_at_the_error_entry() {
         // vfio_from_fsm_table[STOP_COPY][PRE_COPY] is ERROR: the kernel answers -EINVAL.
         assert!(matches!(
-            vfio_mig_get_next_state(7, State::StopCopy, State::PreCopy),
+            vfio_mig_get_next_state(7, MigState::StopCopy, MigState::PreCopy),
             KernelHop::ReachedError
         ));
         assert!(matches!(

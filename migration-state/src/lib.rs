@@ -9,6 +9,8 @@
 //! - [`device_state`] and [`format`](mod@format): what a VMM saves for a passthrough function, and a
 //!   checksummed, versioned binary encoding whose decoder never panics.
 //! - [`driver`]: walks a `vfio-core` device along that path with QEMU's recovery rule.
+//! - [`stream`]: the framed, versioned, checksummed migration stream of a VM's devices (their
+//!   data fds' bytes and their VMM-side state) over any `Read`/`Write`.
 //! - [`notice`]: an opt-in vendor capability through which a cooperating guest driver learns
 //!   of a migration; the VMM never waits on it past a deadline on its own clock.
 //!
@@ -34,6 +36,7 @@ mod error;
 pub mod format;
 pub mod fsm;
 pub mod notice;
+pub mod stream;
 
 pub use device_state::{
     BarKind, BarState, ConfigState, DeviceState, InterruptMode, MsiState, MsixEntry, MsixState,
@@ -44,3 +47,4 @@ pub use error::{Error, Result};
 pub use format::FormatVersion;
 pub use fsm::{next_step, path, MigrationFlags, State};
 pub use notice::{GuestNotice, NoticeInterrupt, NoticeStatus, ProceedReason};
+pub use stream::{DeviceIdentity, Frame, StreamReader, StreamWriter, STREAM_VERSION};

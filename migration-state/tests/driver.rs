@@ -31,7 +31,8 @@ fn save_and_restore_device_blob_through_the_format() {
     assert_eq!(state_of(&src), State::StopCopy);
     let mut fd = walked.data_fd.expect("STOP_COPY hands out a data fd");
     let mut stream = Vec::new();
-    let n = fd.read_available(&mut stream).unwrap();
+    let (n, end) = fd.read_available(MigState::StopCopy, &mut stream).unwrap();
+    assert_eq!(end, vfio_core::DataChunk::End);
     assert_eq!(n, stream.len());
     assert!(n >= b"source device state".len());
 
@@ -61,7 +62,7 @@ fn save_and_restore_device_blob_through_the_format() {
         .unwrap()
         .data_fd
         .unwrap()
-        .read_available(&mut again)
+        .read_available(MigState::StopCopy, &mut again)
         .unwrap();
     assert_eq!(again, stream);
 }
@@ -73,7 +74,8 @@ fn failed_arc_resets_when_recovery_state_is_unreachable() {
         .unwrap()
         .data_fd
         .unwrap();
-    // Not a valid stream: leaving RESUMING fails and the device drops to ERROR.
+    // Not a valid stream: leaving RESUMING fails and, as mtty does, the device stays in
+    // RESUMING.
     fd.write_all(&[0xff, 0xff, 0xff]).unwrap();
     drop(fd);
     let err = walk_device(&dst, State::Running, Some(State::Stop)).unwrap_err();
@@ -88,7 +90,8 @@ fn failed_arc_resets_when_recovery_state_is_unreachable() {
             assert_eq!(requested, State::Running);
             assert_eq!(failed_at, State::Stop);
             assert_eq!(completed_arcs, 0);
-            // ERROR cannot reach STOP, so the rule falls back to a reset.
+            // RESUMING -> STOP is the arc that failed, and fails again: the rule falls back
+            // to a reset.
             assert_eq!(recovery, Recovery::Reset);
         }
         other => panic!("unexpected {other}"),
@@ -179,7 +182,7 @@ fn walks_take_the_kernels_pre_copy_arcs_on_the_simulated_device() {
     let mut fd = walked.data_fd.unwrap();
     assert_eq!(walk_device(&src, State::StopCopy, None).unwrap().arcs, 1);
     let mut stream = Vec::new();
-    fd.read_available(&mut stream).unwrap();
+    fd.read_available(MigState::StopCopy, &mut stream).unwrap();
 
     // RESUMING -> PRE_COPY is walked, not refused: STOP, RUNNING_P2P, RUNNING, PRE_COPY.
     let dst = device(all, b"something else");

@@ -48,12 +48,19 @@ pub trait VfioMigration: VfioDevice {
     /// The migration features the device supports, or `None` when it cannot migrate.
     fn migration_features(&self) -> Result<Option<MigrationFeatures>>;
 
-    /// Move the device to `state`, walking intermediate states as the kernel does. Entering a
-    /// saving state (STOP_COPY, PRE_COPY, PRE_COPY_P2P) from a non-saving one, or RESUMING,
-    /// returns a new data fd; other transitions return `None` (a PRE_COPY to STOP_COPY move
-    /// keeps using the fd PRE_COPY returned).
+    /// Move the device to `state`, walking intermediate states as the kernel does (one driver
+    /// call: the driver takes the arcs of `vfio_mig_get_next_state()`, see
+    /// [`crate::migration::fsm`]). Entering a saving state (STOP_COPY, PRE_COPY, PRE_COPY_P2P)
+    /// from a non-saving one, or RESUMING, returns a new data fd; other transitions return
+    /// `None` (a PRE_COPY to STOP_COPY move keeps using the fd PRE_COPY returned). A refused
+    /// request changes nothing; an arc that fails leaves the device where its driver leaves it
+    /// (mtty: in the state before that arc).
     fn set_migration_state(&self, state: MigState) -> Result<Option<MigrationDataFd>>;
 
     /// The current device state.
     fn migration_state(&self) -> Result<MigState>;
+
+    /// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE`: the device's estimate of the bytes it needs to
+    /// complete STOP_COPY, in any state.
+    fn migration_data_size(&self) -> Result<u64>;
 }

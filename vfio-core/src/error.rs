@@ -72,6 +72,13 @@ pub enum Error {
     /// Reading or writing the migration data fd failed.
     #[error("migration data fd i/o failed")]
     MigrationData(#[source] io::Error),
+    /// `VFIO_MIG_GET_PRECOPY_INFO` on the migration data fd failed (EINVAL outside the
+    /// pre-copy states, ENODEV for a stale fd).
+    #[error("VFIO_MIG_GET_PRECOPY_INFO failed")]
+    PrecopyInfo(#[source] io::Error),
+    /// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE` failed.
+    #[error("failed to read the device's stop-copy data size")]
+    MigrationDataSize(#[source] io::Error),
     /// `VFIO_DEVICE_SET_IRQS` returned a positive value: the PCI core could allocate only
     /// `available` of the MSI/MSI-X vectors asked for, and vfio-pci enabled none of them.
     #[error("VFIO_DEVICE_SET_IRQS on irq index {index} enabled nothing: only {available} vectors available")]
@@ -193,6 +200,87 @@ pub enum Error {
     /// Setting a PF's VF token (`VFIO_DEVICE_FEATURE_PCI_VF_TOKEN`) failed.
     #[error("failed to set the VF token")]
     VfToken(#[source] io::Error),
+    /// A DMA region is empty, wraps, or its IOVA, size or host address is not aligned to the
+    /// IOMMU's smallest page (the kernel would answer EINVAL).
+    #[error("DMA region {iova:#x}+{size:#x} is not aligned to {page:#x}-byte IOMMU pages")]
+    DmaUnaligned {
+        /// IO virtual address.
+        iova: u64,
+        /// Size.
+        size: u64,
+        /// The smallest IOMMU page.
+        page: u64,
+    },
+    /// A DMA region overlaps one already in the container (the kernel would answer EEXIST).
+    #[error("DMA region {iova:#x}+{size:#x} overlaps the region at {existing:#x}")]
+    DmaOverlap {
+        /// IO virtual address.
+        iova: u64,
+        /// Size.
+        size: u64,
+        /// Start of the region it overlaps.
+        existing: u64,
+    },
+    /// A DMA region is not inside any IOVA range the IOMMU reports (the kernel would answer
+    /// EINVAL): for example the x86 MSI window at 0xfee00000.
+    #[error("DMA region {iova:#x}+{size:#x} is outside the IOMMU's IOVA ranges")]
+    DmaOutsideIovaRanges {
+        /// IO virtual address.
+        iova: u64,
+        /// Size.
+        size: u64,
+    },
+    /// `VFIO_IOMMU_MAP_DMA` failed (EEXIST: overlap; ENOSPC: no mappings left; EINVAL: refused
+    /// range; ENOMEM/EFAULT: the memory could not be pinned).
+    #[error("VFIO_IOMMU_MAP_DMA of {iova:#x}+{size:#x} failed")]
+    DmaMap {
+        /// IO virtual address.
+        iova: u64,
+        /// Size.
+        size: u64,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// `VFIO_IOMMU_UNMAP_DMA` failed (EINVAL: the range starts or ends inside a mapping).
+    #[error("VFIO_IOMMU_UNMAP_DMA of {iova:#x}+{size:#x} failed")]
+    DmaUnmap {
+        /// IO virtual address.
+        iova: u64,
+        /// Size.
+        size: u64,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// `VFIO_IOMMU_DIRTY_PAGES` failed (EINVAL: not tracking, a bad range or page size; EACCES:
+    /// a type1 (v1) container).
+    #[error("VFIO_IOMMU_DIRTY_PAGES failed")]
+    DirtyPages(#[source] io::Error),
+    /// A device DMA-logging request failed (ENOTTY: the device does not log its DMA).
+    #[error("device DMA logging failed")]
+    DmaLogging(#[source] io::Error),
+    /// No region of the container's table starts at this address.
+    #[error("no DMA region starts at {iova:#x}")]
+    DmaNotMapped {
+        /// The address asked for.
+        iova: u64,
+    },
+    /// The kernel unmapped another size than the region's.
+    #[error(
+        "unmapping the DMA region at {iova:#x} removed {unmapped:#x} bytes, not {expected:#x}"
+    )]
+    DmaUnmapSize {
+        /// Start of the region.
+        iova: u64,
+        /// Its size.
+        expected: u64,
+        /// What the kernel reported.
+        unmapped: u64,
+    },
+    /// Guest memory for DMA could not be created (memfd, size or mapping).
+    #[error("failed to create guest memory")]
+    GuestMemory(#[source] io::Error),
     /// The kernel's random source failed.
     #[error("failed to read random bytes")]
     Random(#[source] io::Error),
@@ -213,12 +301,17 @@ impl Error {
             | Error::MigrationQuery(e)
             | Error::GetMigrationState(e)
             | Error::MigrationData(e)
+            | Error::PrecopyInfo(e)
+            | Error::MigrationDataSize(e)
             | Error::OpenContainer(e)
             | Error::SetIommu(e)
             | Error::IommuInfo(e)
             | Error::VfToken(e)
             | Error::Random(e)
-            | Error::SimMemory(e) => e,
+            | Error::SimMemory(e)
+            | Error::GuestMemory(e)
+            | Error::DirtyPages(e)
+            | Error::DmaLogging(e) => e,
             Error::RegionRead { source, .. }
             | Error::RegionWrite { source, .. }
             | Error::SetIrqs { source, .. }
@@ -228,7 +321,9 @@ impl Error {
             | Error::SetContainer { source, .. }
             | Error::VfTokenRefused { source, .. }
             | Error::VfTokenUnexpected { source, .. }
-            | Error::OpenDevice { source, .. } => source,
+            | Error::OpenDevice { source, .. }
+            | Error::DmaMap { source, .. }
+            | Error::DmaUnmap { source, .. } => source,
             Error::DeviceNotFound { .. } => return Some(libc::ENODEV),
             Error::SimConfig(_)
             | Error::SetIrqsIncomplete { .. }
@@ -236,7 +331,12 @@ impl Error {
             | Error::InvalidAddress(_)
             | Error::ApiVersion { .. }
             | Error::NoType1v2
-            | Error::GroupNotViable { .. } => return None,
+            | Error::GroupNotViable { .. }
+            | Error::DmaUnaligned { .. }
+            | Error::DmaOverlap { .. }
+            | Error::DmaOutsideIovaRanges { .. }
+            | Error::DmaNotMapped { .. }
+            | Error::DmaUnmapSize { .. } => return None,
         };
         source.raw_os_error()
     }

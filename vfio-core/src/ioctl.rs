@@ -6,10 +6,43 @@
 
 #![allow(unsafe_code)]
 
-#[cfg(any(feature = "kernel", feature = "sim"))]
 use std::io;
 #[cfg(feature = "sim")]
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+vmm_sys_util::ioctl_io_nr!(
+    VFIO_MIG_GET_PRECOPY_INFO,
+    vfio_bindings::bindings::vfio::VFIO_TYPE as u32,
+    vfio_bindings::bindings::vfio::VFIO_BASE + 21
+);
+
+/// `VFIO_MIG_GET_PRECOPY_INFO` on a migration data fd: `(initial_bytes, dirty_bytes)`.
+///
+/// Not gated on the `kernel` feature: a data fd can be handed to
+/// `MigrationDataFd::new` by any caller.
+pub(crate) fn mig_get_precopy_info(data_fd: &std::fs::File) -> io::Result<(u64, u64)> {
+    use vfio_bindings::bindings::vfio::vfio_precopy_info;
+
+    let mut info = vfio_precopy_info {
+        argsz: std::mem::size_of::<vfio_precopy_info>() as u32,
+        flags: 0,
+        initial_bytes: 0,
+        dirty_bytes: 0,
+    };
+    // SAFETY: `info` is a valid, writable vfio_precopy_info whose argsz is its size; the
+    // kernel reads and writes at most that many bytes through the pointer.
+    let ret = unsafe {
+        vmm_sys_util::ioctl::ioctl_with_mut_ptr(
+            data_fd,
+            VFIO_MIG_GET_PRECOPY_INFO(),
+            std::ptr::addr_of_mut!(info),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((info.initial_bytes, info.dirty_bytes))
+}
 
 /// Duplicate `raw` into a new descriptor this process owns (close-on-exec).
 ///
@@ -82,9 +115,11 @@ pub(crate) fn eventfd_take(file: &std::fs::File) -> io::Result<u64> {
 }
 
 /// A new anonymous memory file (`memfd_create`, close-on-exec), empty: the simulated device's
-/// BAR memory. Grow it with `File::set_len`; holes read as zeros and take no memory.
-#[cfg(feature = "sim")]
+/// BAR memory, and guest RAM for DMA. Grow it with `File::set_len`; holes read as zeros and
+/// take no memory.
 pub(crate) fn memfd(name: &std::ffi::CStr) -> io::Result<std::fs::File> {
+    #[cfg(not(feature = "sim"))]
+    use std::os::fd::{FromRawFd, OwnedFd};
     // SAFETY: `name` is a valid NUL-terminated string for the duration of the call and the
     // kernel only reads it.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
@@ -186,6 +221,13 @@ mod kernel {
     ioctl_io_nr!(VFIO_DEVICE_SET_IRQS, b::VFIO_TYPE as u32, b::VFIO_BASE + 10);
     ioctl_io_nr!(VFIO_DEVICE_RESET, b::VFIO_TYPE as u32, b::VFIO_BASE + 11);
     ioctl_io_nr!(VFIO_IOMMU_GET_INFO, b::VFIO_TYPE as u32, b::VFIO_BASE + 12);
+    ioctl_io_nr!(VFIO_IOMMU_MAP_DMA, b::VFIO_TYPE as u32, b::VFIO_BASE + 13);
+    ioctl_io_nr!(VFIO_IOMMU_UNMAP_DMA, b::VFIO_TYPE as u32, b::VFIO_BASE + 14);
+    ioctl_io_nr!(
+        VFIO_IOMMU_DIRTY_PAGES,
+        b::VFIO_TYPE as u32,
+        b::VFIO_BASE + 17
+    );
     ioctl_io_nr!(VFIO_DEVICE_FEATURE, b::VFIO_TYPE as u32, b::VFIO_BASE + 17);
 
     fn check(ret: i32) -> io::Result<()> {
@@ -231,6 +273,72 @@ mod kernel {
     /// capability chain) encoded in `arg`; the kernel writes it back.
     pub(crate) fn iommu_get_info(container: &File, arg: &mut [u8]) -> io::Result<()> {
         writable_ioctl(container, VFIO_IOMMU_GET_INFO(), arg, 16)
+    }
+
+    /// `VFIO_IOMMU_MAP_DMA` of `[iova, iova + size)` to `vaddr`, read and write.
+    ///
+    /// # Safety
+    ///
+    /// The device may access `[vaddr, vaddr + size)` until it is unmapped (see
+    /// `dma::Type1::map_dma`); the caller keeps that memory mapped and free of references.
+    pub(crate) unsafe fn iommu_map_dma(
+        container: &File,
+        iova: u64,
+        size: u64,
+        vaddr: u64,
+    ) -> io::Result<()> {
+        let map = b::vfio_iommu_type1_dma_map {
+            argsz: std::mem::size_of::<b::vfio_iommu_type1_dma_map>() as u32,
+            flags: b::VFIO_DMA_MAP_FLAG_READ | b::VFIO_DMA_MAP_FLAG_WRITE,
+            vaddr,
+            iova,
+            size,
+        };
+        // SAFETY: the kernel reads `map`, a valid vfio_iommu_type1_dma_map whose argsz is its
+        // size; what it then does with `vaddr` the caller has vouched for.
+        check(unsafe { ioctl_with_ptr(container, VFIO_IOMMU_MAP_DMA(), &map) })
+    }
+
+    /// `VFIO_IOMMU_UNMAP_DMA` of `[iova, iova + size)`: the bytes the kernel unmapped.
+    pub(crate) fn iommu_unmap_dma(container: &File, iova: u64, size: u64) -> io::Result<u64> {
+        let mut unmap = b::vfio_iommu_type1_dma_unmap {
+            argsz: std::mem::size_of::<b::vfio_iommu_type1_dma_unmap>() as u32,
+            flags: 0,
+            iova,
+            size,
+            ..Default::default()
+        };
+        // SAFETY: `unmap` is a valid, writable vfio_iommu_type1_dma_unmap whose argsz is its
+        // size (no bitmap follows: flags is 0); the kernel writes back `size`.
+        check(unsafe { ioctl_with_mut_ptr(container, VFIO_IOMMU_UNMAP_DMA(), &mut unmap) })?;
+        Ok(unmap.size)
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES` with one of `FLAG_START` / `FLAG_STOP` (`get` is `None`) or
+    /// `FLAG_GET_BITMAP` of `[iova, iova + size)` in `page_size` pages into `bitmap`.
+    pub(crate) fn iommu_dirty_pages(
+        container: &File,
+        flags: u32,
+        get: Option<(u64, u64, u64, &mut [u64])>,
+    ) -> io::Result<()> {
+        // struct vfio_iommu_type1_dirty_bitmap { argsz, flags } then, for GET_BITMAP,
+        // struct vfio_iommu_type1_dirty_bitmap_get { iova, size, { pgsize, size, data } }.
+        let header = std::mem::size_of::<b::vfio_iommu_type1_dirty_bitmap>();
+        let body = std::mem::size_of::<b::vfio_iommu_type1_dirty_bitmap_get>();
+        let argsz = if get.is_some() { header + body } else { header };
+        let mut arg = Vec::with_capacity(argsz);
+        arg.extend_from_slice(&(argsz as u32).to_ne_bytes());
+        arg.extend_from_slice(&flags.to_ne_bytes());
+        if let Some((iova, size, page_size, bitmap)) = get {
+            let bytes = (bitmap.len() * 8) as u64;
+            for v in [iova, size, page_size, bytes, bitmap.as_mut_ptr() as u64] {
+                arg.extend_from_slice(&v.to_ne_bytes());
+            }
+        }
+        // SAFETY: `arg` holds the header (and, for GET_BITMAP, the range) and argsz is its
+        // length; the kernel writes at most `bitmap.size` bytes (the length of `bitmap`, which
+        // is borrowed mutably for the call) at `bitmap.data`, and nothing into `arg`.
+        check(unsafe { ioctl_with_mut_ptr(container, VFIO_IOMMU_DIRTY_PAGES(), arg.as_mut_ptr()) })
     }
 
     /// `VFIO_GROUP_GET_STATUS`.
@@ -349,6 +457,73 @@ mod kernel {
         check(unsafe { ioctl_with_mut_ptr(device, VFIO_DEVICE_FEATURE(), arg.as_mut_ptr()) })
     }
 
+    /// `VFIO_DEVICE_FEATURE` SET `DMA_LOGGING_START`: log device writes to `ranges` (IOVA,
+    /// length) in pages of `page_size` bytes.
+    pub(crate) fn dma_logging_start(
+        device: &File,
+        page_size: u64,
+        ranges: &[(u64, u64)],
+    ) -> io::Result<()> {
+        let mut table: Vec<u64> = Vec::with_capacity(ranges.len() * 2);
+        for &(iova, length) in ranges {
+            table.extend([iova, length]);
+        }
+        let num =
+            u32::try_from(ranges.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+        let flags = b::VFIO_DEVICE_FEATURE_SET | b::VFIO_DEVICE_FEATURE_DMA_LOGGING_START;
+        // vfio_device_feature { argsz, flags } + vfio_device_feature_dma_logging_control
+        // { page_size, num_ranges, __reserved, ranges }.
+        let mut arg = feature_header(flags, 24);
+        arg.extend_from_slice(&page_size.to_ne_bytes());
+        arg.extend_from_slice(&num.to_ne_bytes());
+        arg.extend_from_slice(&0u32.to_ne_bytes());
+        arg.extend_from_slice(&(table.as_ptr() as u64).to_ne_bytes());
+        // SAFETY: `arg` is the whole argument (argsz is its length); the kernel also reads
+        // `num` (iova, length) pairs at `ranges`, which is `table`, alive for the call.
+        check(unsafe { ioctl_with_mut_ptr(device, VFIO_DEVICE_FEATURE(), arg.as_mut_ptr()) })
+    }
+
+    /// `VFIO_DEVICE_FEATURE` SET `DMA_LOGGING_STOP`.
+    pub(crate) fn dma_logging_stop(device: &File) -> io::Result<()> {
+        let flags = b::VFIO_DEVICE_FEATURE_SET | b::VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP;
+        let mut arg = feature_header(flags, 0);
+        device_feature(device, &mut arg)
+    }
+
+    /// `VFIO_DEVICE_FEATURE` GET `DMA_LOGGING_REPORT` of `[iova, iova + length)` in pages of
+    /// `page_size` bytes into `bitmap` (the device clears what it reports).
+    pub(crate) fn dma_logging_report(
+        device: &File,
+        iova: u64,
+        length: u64,
+        page_size: u64,
+        bitmap: &mut [u64],
+    ) -> io::Result<()> {
+        let pages = length / page_size.max(1);
+        if (bitmap.len() as u64) < pages.div_ceil(64) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let flags = b::VFIO_DEVICE_FEATURE_GET | b::VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT;
+        // vfio_device_feature_dma_logging_report { iova, length, page_size, bitmap }.
+        let mut arg = feature_header(flags, 32);
+        for v in [iova, length, page_size, bitmap.as_mut_ptr() as u64] {
+            arg.extend_from_slice(&v.to_ne_bytes());
+        }
+        // SAFETY: `arg` is the whole argument (argsz is its length); the kernel writes the
+        // bitmap of `length / page_size` pages at `bitmap`, which holds at least that many
+        // bits (checked above) and is borrowed mutably for the call.
+        check(unsafe { ioctl_with_mut_ptr(device, VFIO_DEVICE_FEATURE(), arg.as_mut_ptr()) })
+    }
+
+    /// A `struct vfio_device_feature` header for a payload of `payload` bytes.
+    fn feature_header(flags: u32, payload: usize) -> Vec<u8> {
+        let argsz = (8 + payload) as u32;
+        let mut arg = Vec::with_capacity(8 + payload);
+        arg.extend_from_slice(&argsz.to_ne_bytes());
+        arg.extend_from_slice(&flags.to_ne_bytes());
+        arg
+    }
+
     /// Take ownership of a data fd the kernel returned in a migration state change.
     pub(crate) fn file_from_returned_fd(fd: RawFd) -> io::Result<File> {
         if fd < 0 {
@@ -375,6 +550,8 @@ mod kernel {
             assert_eq!(VFIO_DEVICE_SET_IRQS(), 0x3b6e);
             assert_eq!(VFIO_DEVICE_RESET(), 0x3b6f);
             assert_eq!(VFIO_DEVICE_FEATURE(), 0x3b75);
+            // _IO(VFIO_TYPE, VFIO_BASE + 21).
+            assert_eq!(super::super::VFIO_MIG_GET_PRECOPY_INFO(), 0x3b79);
         }
 
         #[test]
@@ -395,6 +572,9 @@ mod kernel {
                 file_from_returned_fd(-1).unwrap_err().raw_os_error(),
                 Some(libc::EBADF)
             );
+            // A file that is not a migration data fd does not know the ioctl.
+            let err = super::super::mig_get_precopy_info(&f).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ENOTTY));
         }
     }
 }

@@ -161,6 +161,10 @@ pub fn kernel_subject(kind: Kind) -> std::result::Result<Subject, Failure> {
             let dev = container.open_device(&DeviceAddress::pci(&vf)?.with_vf_token(token))?;
             Ok(subject(dev).with_guard(Box::new(guard)))
         }
-        Kind::Mtty => Ok(subject(container.open_device(&lab.mtty(0)?)?)),
+        // Two mdevs: the migration scenarios' source and destination.
+        Kind::Mtty => {
+            let peer = container.open_device(&lab.mtty(1)?)?;
+            Ok(subject(container.open_device(&lab.mtty(0)?)?).with_peer(Arc::new(peer)))
+        }
     }
 }

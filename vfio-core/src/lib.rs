@@ -44,6 +44,7 @@
 #[cfg(feature = "sim")]
 pub mod conformance;
 pub mod device;
+pub mod dma;
 mod error;
 pub mod info;
 mod ioctl;
@@ -58,12 +59,14 @@ pub mod msix;
 pub mod sim;
 
 pub use device::{VfioDevice, VfioMigration};
+pub use dma::{
+    memfd_guest_region, DirtyOp, DirtyRequest, DirtySource, DirtyTracker, DirtyTrackingInfo,
+    DmaLogging, DmaMapping, DmaTable, IommuInfo, IovaRange, Type1, VfioContainer,
+};
 pub use error::{Error, Result};
 pub use info::{DeviceInfo, IrqInfo, RegionInfo};
 pub use irq_set::{IrqAction, IrqData, IrqSet};
 #[cfg(feature = "kernel")]
-pub use kernel::{
-    Container, DeviceAddress, DirtyTrackingInfo, Group, IommuInfo, IovaRange, KernelDevice, Uuid,
-};
-pub use migration::{DataChunk, MigState, MigrationDataFd, MigrationFeatures};
+pub use kernel::{Container, DeviceAddress, Group, KernelDevice, Uuid};
+pub use migration::{DataChunk, MigState, MigrationDataFd, MigrationFeatures, PrecopyInfo};
 pub use msix::{MsixTriggers, TriggerUpdate};

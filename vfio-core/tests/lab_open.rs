@@ -14,7 +14,7 @@ use vfio_core::info::{
     MSI_IRQ_INDEX, REQ_IRQ_INDEX, VGA_REGION_INDEX,
 };
 use vfio_core::lab::{self, LabDevices};
-use vfio_core::{Container, DeviceAddress, Error, Uuid, VfioDevice};
+use vfio_core::{Container, DeviceAddress, Error, Uuid, VfioContainer, VfioDevice};
 
 fn devices() -> LabDevices {
     LabDevices::from_env().expect("run inside the lab guest (cargo xtask lab)")

@@ -281,10 +281,13 @@ fn pre_copy_data_is_readable_as_soon_as_the_fd_is_returned() {
     let mut fd = sim.set_migration_state(MigState::PreCopy).unwrap().unwrap();
     let mut buf = [0u8; 64];
     let want = 4 + b"device state".len();
-    assert_eq!(fd.read_chunk(&mut buf).unwrap(), DataChunk::Bytes(want));
+    assert_eq!(
+        fd.read_chunk(MigState::PreCopy, &mut buf).unwrap(),
+        DataChunk::Bytes(want)
+    );
     assert_eq!(&buf[4..want], b"device state");
     assert_eq!(
-        fd.read_chunk(&mut buf).unwrap(),
+        fd.read_chunk(MigState::PreCopy, &mut buf).unwrap(),
         DataChunk::NothingMoreForNow
     );
 }

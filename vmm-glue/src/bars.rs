@@ -6,13 +6,17 @@
 //! * At build time the device's BARs are probed once into a [`HostMmapPlan`]; sub-page BARs
 //!   reserve the rest of their host page in the VM's host resource space.
 //! * Each BAR gets a [`SparseLayout`]: the MSI-X table and PBA are always trapped.
-//! * A BAR is offered for a whole-BAR guest mapping only if the host allows it and nothing in
-//!   it must be trapped; a BAR holding the MSI-X table stays trapped here (a VMM may map its
-//!   layout's mapped areas itself).
+//! * A BAR is offered for a guest mapping when its layout has mapped areas (the host allows the
+//!   mmap); a mapping of it means its mapped areas, never its trapped ones (the MSI-X table
+//!   and PBA, and what the region's caps exclude).
 //! * When the guest moves a BAR, the shared [`GuestPageMap`] decides exclusivity for every
 //!   device: a BAR moved onto another device's page makes both trapped, until the conflict
-//!   goes away. The resulting [`MapChange`]s queue up for the VMM
-//!   ([`PassthroughDevice::take_map_changes`]).
+//!   goes away. The resulting [`MapChange`]s are installed at once as memory slots when the
+//!   VM has [`GuestMappings`](bar_mmap::GuestMappings) ([`VmResources::with_guest_mappings`]),
+//!   or queue up for the VMM otherwise ([`PassthroughDevice::take_map_changes`]).
+//! * The VMM learns each BAR's shape ([`PassthroughDevice::bars`]), may place BARs itself
+//!   before the guest runs ([`PassthroughDevice::assign_bar`]), and hears of every move from
+//!   the config write that caused it ([`crate::ConfigEvents`]).
 //!
 //! Trapped accesses are forwarded to the VFIO region (see [`crate::mmio`]).
 
@@ -23,6 +27,7 @@ use bar_mmap::{
     RegionMmapCaps, SparseLayout,
 };
 use pci_config::BarKind;
+use std::os::fd::AsFd;
 use vfio_core::info::BAR0_REGION_INDEX;
 use vfio_core::VfioDevice;
 
@@ -32,11 +37,28 @@ use crate::{DeviceOptions, Error, PassthroughDevice, Result, VmResources};
 /// The device's BAR mapping state.
 #[derive(Debug)]
 pub(crate) struct Bars {
-    plan: HostMmapPlan,
+    /// `None` once released (teardown).
+    plan: Option<HostMmapPlan>,
     layouts: Vec<(u8, SparseLayout)>,
-    whole_mappable: [bool; 6],
-    guest_pages: Arc<Mutex<GuestPageMap>>,
+    /// Per BAR: whether its layout has mapped areas.
+    guest_mappable: [bool; 6],
+    pub(crate) guest_pages: Arc<Mutex<GuestPageMap>>,
     map_changes: Vec<MapChange>,
+}
+
+/// One BAR of the device, as the guest sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarDescription {
+    /// BAR index (0-5, or 6 for the expansion ROM).
+    pub index: u8,
+    /// Memory (32- or 64-bit), I/O, or ROM.
+    pub kind: BarKind,
+    /// Size in bytes (a power of two).
+    pub size: u64,
+    /// Prefetchable memory.
+    pub prefetchable: bool,
+    /// Whether some of it can be mapped into the guest (otherwise every access traps).
+    pub mappable: bool,
 }
 
 impl Bars {
@@ -75,7 +97,7 @@ impl Bars {
             )
         });
         let mut layouts = Vec::new();
-        let mut whole_mappable = [false; 6];
+        let mut guest_mappable = [false; 6];
         for bar in cfg.bars.iter().filter(|b| b.kind != BarKind::Io) {
             let region = dev.info().region(BAR0_REGION_INDEX + u32::from(bar.index));
             let region_mmap = region.is_some_and(|r| r.is_mmappable());
@@ -96,18 +118,30 @@ impl Bars {
             let host_ok = plan.is_mappable(bar.index) && region_mmap;
             let layout = SparseLayout::compute(bar.size, vm.page_size, host_ok, &caps, &traps)
                 .map_err(Error::BarProbe)?;
-            if let Some(w) = whole_mappable.get_mut(usize::from(bar.index)) {
-                *w = host_ok && traps.is_empty() && layout.trapped().next().is_none();
+            if let Some(w) = guest_mappable.get_mut(usize::from(bar.index)) {
+                *w = host_ok && layout.mapped().next().is_some();
             }
             layouts.push((bar.index, layout));
         }
         Ok(Bars {
-            plan,
+            plan: Some(plan),
             layouts,
-            whole_mappable,
+            guest_mappable,
             guest_pages: vm.guest_pages.clone(),
             map_changes: Vec::new(),
         })
+    }
+
+    /// Give the host reservations back; returns how many there were.
+    pub(crate) fn release_host_plan(&mut self) -> usize {
+        let Some(plan) = self.plan.take() else {
+            return 0;
+        };
+        let n = plan.reservations().len();
+        // Dropping the plan releases them too; disable reports a failure, which leaves
+        // nothing more to do here.
+        let _ = plan.disable();
+        n
     }
 }
 
@@ -142,7 +176,7 @@ impl PassthroughDevice {
                         size: host.size,
                         host_mappable: self
                             .bars
-                            .whole_mappable
+                            .guest_mappable
                             .get(usize::from(index))
                             .copied()
                             .unwrap_or(false),
@@ -152,7 +186,113 @@ impl PassthroughDevice {
             None => map.remove(region),
         };
         drop(map);
-        self.bars.map_changes.extend(changes);
+        self.apply_map_changes(changes);
+    }
+
+    /// Install the changes as memory slots when the VM has guest mappings, else queue them.
+    fn apply_map_changes(&mut self, changes: Vec<MapChange>) {
+        match &self.vm_mappings {
+            Some(maps) => {
+                let applied = maps.lock().map(|mut m| m.apply(&changes));
+                if !matches!(applied, Ok(Ok(()))) {
+                    self.stats.device_access_errors += 1;
+                }
+            }
+            None => self.bars.map_changes.extend(changes),
+        }
+    }
+
+    /// Tell the VM's guest mappings where each mappable BAR's areas are mmapped from.
+    pub(crate) fn register_bar_sources(&mut self) -> Result<()> {
+        let Some(maps) = self.vm_mappings.clone() else {
+            return Ok(());
+        };
+        let mut maps = maps.lock().map_err(|_| Error::Poisoned)?;
+        for (index, layout) in &self.bars.layouts {
+            let mappable = self
+                .bars
+                .guest_mappable
+                .get(usize::from(*index))
+                .copied()
+                .unwrap_or(false);
+            let region = self
+                .dev
+                .info()
+                .region(BAR0_REGION_INDEX + u32::from(*index));
+            let (true, Some(region)) = (mappable, region) else {
+                continue;
+            };
+            let areas = layout.mapped().map(|a| (a.offset, a.mmap_len)).collect();
+            maps.register(
+                self.region_id(*index),
+                self.dev.as_fd(),
+                region.offset,
+                areas,
+            )
+            .map_err(Error::BarProbe)?;
+        }
+        Ok(())
+    }
+
+    /// The device's BARs (and expansion ROM) as the guest sees them.
+    pub fn bars(&self) -> Vec<BarDescription> {
+        let mut out: Vec<BarDescription> = self
+            .cfg
+            .bars
+            .iter()
+            .map(|b| BarDescription {
+                index: b.index,
+                kind: b.kind,
+                size: b.size,
+                prefetchable: b.prefetchable,
+                mappable: self
+                    .bars
+                    .guest_mappable
+                    .get(usize::from(b.index))
+                    .copied()
+                    .unwrap_or(false),
+            })
+            .collect();
+        if let Some(rom) = self.cfg.space.bar(pci_config::ROM_INDEX) {
+            out.push(BarDescription {
+                index: pci_config::ROM_INDEX,
+                kind: BarKind::Rom,
+                size: rom.size,
+                prefetchable: false,
+                mappable: false,
+            });
+        }
+        out
+    }
+
+    /// Place BAR `index` at guest address `address` (a VMM that lays out BARs itself, before
+    /// the guest runs), as a guest's BAR write would: the address takes effect for mappings
+    /// once memory (or I/O) decode is enabled. An address the BAR cannot hold (not aligned to
+    /// its size, too high for a 32-bit BAR) is refused and nothing changes.
+    pub fn assign_bar(&mut self, index: u8, address: u64) -> Result<crate::ConfigEvents> {
+        let bar = self
+            .cfg
+            .bars
+            .iter()
+            .find(|b| b.index == index)
+            .copied()
+            .ok_or(Error::NoSuchBar(index))?;
+        let fits = match bar.kind {
+            BarKind::Mem64 => true,
+            _ => address <= u64::from(u32::MAX),
+        };
+        if address % bar.size != 0 || !fits {
+            return Err(Error::BarAddress { index, address });
+        }
+        let reg = 0x10 + 4 * u16::from(index);
+        let low = address as u32;
+        let mut events = self.config_write(reg, &low.to_le_bytes());
+        if bar.kind == BarKind::Mem64 {
+            let high = (address >> 32) as u32;
+            let more = self.config_write(reg + 4, &high.to_le_bytes());
+            events.bar_moves.extend(more.bar_moves);
+        }
+        Ok(events)
     }
 
     /// Mapping changes the VMM must apply to guest memory (for this and other devices of the
@@ -169,9 +309,9 @@ impl PassthroughDevice {
             .is_ok_and(|m| m.is_mapped(self.region_id(index)))
     }
 
-    /// The host-side mmap plan of the device's BARs.
-    pub fn host_mmap_plan(&self) -> &HostMmapPlan {
-        &self.bars.plan
+    /// The host-side mmap plan of the device's BARs (`None` after teardown).
+    pub fn host_mmap_plan(&self) -> Option<&HostMmapPlan> {
+        self.bars.plan.as_ref()
     }
 
     /// The mapped and trapped areas of memory BAR `index`.

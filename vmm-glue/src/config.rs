@@ -11,12 +11,18 @@
 //! * everything else reads through to the device and guest writes to non-emulated bits are
 //!   forwarded to it. Read-only bits stay read-only (pci-config's write masks).
 
-use pci_config::ids::{CAP_MSI, CAP_MSIX, EXT_ARI, EXT_SRIOV};
+use pci_config::ids::{CAP_EXP, CAP_MSI, CAP_MSIX, EXT_ARI, EXT_SRIOV};
 use pci_config::{BarKind, CapabilityKind, ConfigSpace, ROM_INDEX};
 use vfio_core::info::{BAR0_REGION_INDEX, CONFIG_REGION_INDEX, MSI_IRQ_INDEX, ROM_REGION_INDEX};
 use vfio_core::VfioDevice;
 
 use crate::{Error, Result};
+
+/// COMMAND bits clear after power-on that a host leaves set: I/O, memory, bus master (low
+/// byte) and Interrupt Disable (high byte).
+pub(crate) const POWER_ON_CLEARED_COMMAND_LOW: u8 = 0x07;
+/// See [`POWER_ON_CLEARED_COMMAND_LOW`].
+pub(crate) const POWER_ON_CLEARED_COMMAND_HIGH: u8 = 0x04;
 
 /// Where the MSI capability is and what it can do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,12 +70,18 @@ pub(crate) struct HostBar {
     pub size: u64,
     /// The address the physical register holds (the host address).
     pub host_addr: u64,
+    /// Prefetchable memory.
+    pub prefetchable: bool,
 }
 
 /// The emulated config space and what was found in it.
 #[derive(Debug)]
 pub(crate) struct ConfigEmu {
     pub space: ConfigSpace,
+    /// `space` as built: what a reset returns to.
+    pub initial: ConfigSpace,
+    /// Offset of the PCI Express capability's Device Control register, if the device has one.
+    pub pcie_devctl: Option<u16>,
     pub msi: Option<MsiCap>,
     pub msix: Option<MsixCap>,
     pub bars: Vec<HostBar>,
@@ -115,6 +127,7 @@ fn host_bars(dev: &dyn VfioDevice, bytes: &mut [u8]) -> Vec<HostBar> {
                 kind,
                 size,
                 host_addr,
+                prefetchable: !io && raw & 8 != 0,
             });
         }
         let keep = if io { 3 } else { 0xf };
@@ -144,9 +157,21 @@ impl ConfigEmu {
             .ok_or(Error::NoConfigRegion)?;
         let size = if region.size >= 4096 { 4096 } else { 256 };
         let mut bytes = vec![0u8; size];
-        dev.region_read(CONFIG_REGION_INDEX, 0, &mut bytes)
+        // The region may be shorter than the space it backs (mtty's is 0xff bytes,
+        // MTTY_CONFIG_SPACE_SIZE): read what it has, the rest reads as 0.
+        let readable = usize::try_from(region.size).map_or(size, |n| n.min(size));
+        let head = bytes.get_mut(..readable).unwrap_or_default();
+        dev.region_read(CONFIG_REGION_INDEX, 0, head)
             .map_err(Error::ConfigRead)?;
         let bars = host_bars(dev, &mut bytes);
+        // The guest starts from power-on COMMAND (decode and bus master off); the device is
+        // told the same when the passthrough device is built.
+        if let Some(cmd) = bytes.get_mut(4) {
+            *cmd &= !POWER_ON_CLEARED_COMMAND_LOW;
+        }
+        if let Some(cmd) = bytes.get_mut(5) {
+            *cmd &= !POWER_ON_CLEARED_COMMAND_HIGH;
+        }
         let has_intx = bytes.get(0x3d).is_some_and(|p| *p != 0);
         let mut space = ConfigSpace::from_bytes(&bytes).map_err(Error::ConfigModel)?;
         if space.is_extended() {
@@ -158,7 +183,7 @@ impl ConfigEmu {
         }
         for bar in &bars {
             space
-                .define_bar(bar.index, bar.kind, bar.size, false)
+                .define_bar(bar.index, bar.kind, bar.size, bar.prefetchable)
                 .map_err(Error::ConfigModel)?;
         }
         if let Some(rom) = dev.info().region(ROM_REGION_INDEX) {
@@ -175,7 +200,10 @@ impl ConfigEmu {
         let msi_vectors = dev.info().irq(MSI_IRQ_INDEX).map_or(1, |i| i.count);
         let msi = Self::emulate_msi(&mut space, msi_vectors)?;
         let msix = Self::emulate_msix(&mut space)?;
+        let pcie_devctl = space.find_standard(CAP_EXP).ok().map(|c| c.offset + 8);
         Ok(ConfigEmu {
+            initial: space.clone(),
+            pcie_devctl,
             space,
             msi,
             msix,

@@ -4,8 +4,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use bar_mmap::{GuestPageMap, PageSize, SharedResourceSpace};
-use irq_routing::{MsiMessage, Router};
+use bar_mmap::{GuestMappings, GuestPageMap, PageSize, SharedResourceSpace};
+use irq_routing::{IntxLine, MsiMessage, Router};
 use migration_state::GuestNotice;
 use pci_config::Command;
 use vfio_core::info::CONFIG_REGION_INDEX;
@@ -32,6 +32,10 @@ pub struct VmResources {
     pub guest_pages: Arc<Mutex<GuestPageMap>>,
     /// Page size used for mmap decisions (the host's).
     pub page_size: PageSize,
+    /// The VM's memory slots for BAR mappings; with them a device installs and removes its
+    /// guest mappings itself as the guest moves BARs (without them the VMM applies
+    /// [`PassthroughDevice::take_map_changes`]).
+    pub guest_mappings: Option<Arc<Mutex<GuestMappings>>>,
 }
 
 impl VmResources {
@@ -42,7 +46,14 @@ impl VmResources {
             host_space,
             guest_pages: Arc::new(Mutex::new(GuestPageMap::new(page_size))),
             page_size,
+            guest_mappings: None,
         }
+    }
+
+    /// These resources with BAR mappings installed in `mappings` (KVM memory slots, usually).
+    pub fn with_guest_mappings(mut self, mappings: GuestMappings) -> Self {
+        self.guest_mappings = Some(Arc::new(Mutex::new(mappings)));
+        self
     }
 }
 
@@ -65,8 +76,13 @@ pub struct DeviceOptions {
     pub strategy: Strategy,
     /// Requester ID to put in MSI routes (needed by arm64's ITS), if any.
     pub devid: Option<u32>,
-    /// INTx eventfds; without them INTx mode is tracked but nothing is bound.
+    /// INTx eventfds; without them (and without `intx_gsi`) INTx mode is tracked but nothing
+    /// is bound.
     pub intx: Option<IntxEventFds>,
+    /// The irqchip pin (GSI) the device's INTx asserts: the device takes an INTx line from the
+    /// router (a resample irqfd on KVM) and binds VFIO's INTx trigger and unmask eventfds to
+    /// it. Takes precedence over `intx`.
+    pub intx_gsi: Option<u32>,
     /// Host physical addresses of BARs 0-5, when the VFIO config region does not carry them
     /// (it normally does not: read them from sysfs). `0` means unknown: that BAR is trapped
     /// unless it is at least a page.
@@ -99,6 +115,20 @@ pub struct PassthroughDevice {
     pub(crate) bars: Bars,
     pub(crate) userspace_msgs: Vec<MsiMessage>,
     pub(crate) stats: DeviceStats,
+    pub(crate) intx_line: Option<IntxLine>,
+    pub(crate) request: Option<EventFd>,
+    pub(crate) vm_mappings: Option<Arc<Mutex<GuestMappings>>>,
+    pub(crate) torn_down: bool,
+}
+
+/// What a config write did that the VMM may act on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigEvents {
+    /// BARs (and the ROM, index 6) whose decoded guest address changed, in index order.
+    pub bar_moves: Vec<pci_config::BarMove>,
+    /// The write started a function-level reset (PCIe Device Control, Initiate FLR): the
+    /// device and its emulated state were reset.
+    pub reset: bool,
 }
 
 impl std::fmt::Debug for PassthroughDevice {
@@ -131,6 +161,10 @@ impl PassthroughDevice {
             None
         };
         let bars = Bars::probe(&*dev, &cfg, vm, &opts)?;
+        let intx_line = match opts.intx_gsi {
+            Some(gsi) if cfg.has_intx => Some(vm.router.attach_intx(gsi).map_err(Error::Route)?),
+            _ => None,
+        };
         let (msix, msix_vectors) = match cfg.msix {
             Some(cap) => {
                 let cache = MsixTriggers::for_device(&*dev);
@@ -160,7 +194,15 @@ impl PassthroughDevice {
             bars,
             userspace_msgs: Vec::new(),
             stats: DeviceStats::default(),
+            intx_line,
+            request: None,
+            vm_mappings: vm.guest_mappings.clone(),
+            torn_down: false,
         };
+        // As after a reset: the kernel hands the device over with decode on (the host's
+        // state); the guest's firmware enables what it places.
+        device.clear_command();
+        device.register_bar_sources()?;
         // After reset INTx is live (Interrupt Disable clear) if the device has a pin.
         device.update_irq_mode();
         Ok(device)
@@ -282,15 +324,17 @@ impl PassthroughDevice {
     /// A guest config write. Ill-formed accesses (as for reads) are ignored and counted.
     /// Read-only and emulated bits follow pci-config's masks; non-emulated writable bits are
     /// forwarded to the device; MSI/MSI-X/COMMAND changes drive the interrupt mode and BAR
-    /// moves drive the mappings.
-    pub fn config_write(&mut self, offset: u16, data: &[u8]) {
+    /// moves drive the mappings. Returns what the write changed that the VMM may act on (BAR
+    /// moves, a function-level reset); nothing for an ignored write.
+    pub fn config_write(&mut self, offset: u16, data: &[u8]) -> ConfigEvents {
         if !self.access_ok(offset, data.len()) {
             self.stats.ignored_config_accesses += 1;
-            return;
+            return ConfigEvents::default();
         }
+        let flr = self.starts_flr(offset, data);
         let Ok(effects) = self.cfg.space.write(usize::from(offset), data) else {
             self.stats.ignored_config_accesses += 1;
-            return;
+            return ConfigEvents::default();
         };
         if let Some(fwd) = &effects.forward {
             if self
@@ -316,6 +360,28 @@ impl PassthroughDevice {
         if touched_irq || intx_changed {
             self.update_irq_mode();
         }
+        if flr {
+            // The kernel carried out the reset the forwarded write asked for.
+            self.reset_emulated();
+        }
+        ConfigEvents {
+            bar_moves: effects.bar_moves,
+            reset: flr,
+        }
+    }
+
+    /// Whether a write sets Initiate Function Level Reset (bit 15 of PCIe Device Control).
+    fn starts_flr(&self, offset: u16, data: &[u8]) -> bool {
+        let Some(devctl) = self.cfg.pcie_devctl else {
+            return false;
+        };
+        let flr_byte = devctl + 1;
+        let start = offset;
+        let end = offset + data.len() as u16;
+        (start..end).contains(&flr_byte)
+            && data
+                .get(usize::from(flr_byte - start))
+                .is_some_and(|b| b & 0x80 != 0)
     }
 }
 

@@ -23,7 +23,7 @@
 //! or running it does nothing.
 
 use migration_state::{walk_device, DeviceState, State};
-use vfio_core::{DataChunk, MigrationDataFd, VfioMigration};
+use vfio_core::{DataChunk, MigState, MigrationDataFd, VfioMigration};
 
 use crate::{Error, PassthroughDevice, Result};
 
@@ -41,20 +41,24 @@ fn walk(
         .map_err(|source| Error::MigrationWalk { to, source })
 }
 
-/// Reads a saving data fd to its end, refusing more than `limit` bytes.
+/// Reads a STOP_COPY data fd to its end, refusing more than `limit` bytes.
 fn read_to_end(fd: &mut MigrationDataFd, limit: usize) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match fd.read_chunk(&mut buf).map_err(Error::MigrationData)? {
+        match fd
+            .read_chunk(MigState::StopCopy, &mut buf)
+            .map_err(Error::MigrationData)?
+        {
             DataChunk::Bytes(n) => {
                 if out.len().saturating_add(n) > limit {
                     return Err(Error::DeviceDataTooLarge { limit });
                 }
                 out.extend_from_slice(buf.get(..n).unwrap_or_default());
             }
-            // STOP_COPY ends with a zero read; "nothing more" is not expected there and is
-            // taken as the end too, so a confused device cannot make the VMM spin.
+            // STOP_COPY ends with a zero read; "nothing more for now" (EAGAIN, a non-blocking
+            // fd) is not expected on the fd the device handed out and is taken as the end too,
+            // so a confused device cannot make the VMM spin.
             DataChunk::End | DataChunk::NothingMoreForNow => return Ok(out),
         }
     }

@@ -10,6 +10,28 @@
 /// saving and restoring it, and the interrupt setup those run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A KVM-VFIO device operation failed (EBUSY: the VM has one already; EINVAL: not a VFIO
+    /// group; EEXIST: added already; ENOENT: not added).
+    #[error("KVM-VFIO device operation failed")]
+    KvmVfio(#[source] std::io::Error),
+    /// The device has no REQ irq index (it cannot be asked for back).
+    #[error("the device has no REQ irq index")]
+    NoRequestIndex,
+    /// The device has no BAR with this index.
+    #[error("the device has no BAR {0}")]
+    NoSuchBar(u8),
+    /// A BAR cannot hold this address (not aligned to its size, or above 4 GiB for a 32-bit
+    /// BAR).
+    #[error("BAR {index} cannot be placed at {address:#x}")]
+    BarAddress {
+        /// BAR index.
+        index: u8,
+        /// The address asked for.
+        address: u64,
+    },
+    /// `VFIO_DEVICE_RESET` failed (the interrupts were disabled; the emulated state is kept).
+    #[error("resetting the device failed")]
+    Reset(#[source] vfio_core::Error),
     /// The device has no readable PCI configuration region.
     #[error("the device has no PCI configuration region")]
     NoConfigRegion,

@@ -112,7 +112,7 @@ impl PassthroughDevice {
         self.apply_mode();
     }
 
-    fn leave_mode(&mut self, old: IrqMode) {
+    pub(crate) fn leave_mode(&mut self, old: IrqMode) {
         let strategy = self.opts.strategy;
         match old {
             IrqMode::None => {}
@@ -160,7 +160,11 @@ impl PassthroughDevice {
         if self.intx_bound {
             return;
         }
-        let Some(fds) = self.opts.intx.clone() else {
+        let from_line = self.intx_line.as_ref().map(|l| crate::IntxEventFds {
+            trigger: l.trigger().clone(),
+            unmask: Some(l.resample().clone()),
+        });
+        let Some(fds) = from_line.or_else(|| self.opts.intx.clone()) else {
             return;
         };
         let trig = IrqSet::eventfds(INTX_IRQ_INDEX, 0, vec![Some(fds.trigger.as_raw_fd())]);

@@ -82,6 +82,9 @@ pub mod device_data;
 mod error;
 pub mod interrupts;
 pub mod irq_mode;
+#[cfg(feature = "kvm")]
+pub mod kvm_vfio;
+pub mod lifecycle;
 pub mod migration;
 pub mod mmio;
 pub mod msix;
@@ -92,9 +95,13 @@ mod stats;
 pub mod strategy;
 mod vectors;
 
-pub use device::{DeviceOptions, IntxEventFds, PassthroughDevice, VmResources};
+pub use bars::BarDescription;
+pub use device::{ConfigEvents, DeviceOptions, IntxEventFds, PassthroughDevice, VmResources};
 pub use error::{Error, Result};
 pub use irq_mode::IrqMode;
+#[cfg(feature = "kvm")]
+pub use kvm_vfio::KvmVfioDevice;
+pub use lifecycle::UnplugReport;
 pub use migration::{restore_all, DeferredCommit, RestoreReport, StagedRestore};
 pub use msix::{MsixEntry, MsixTable};
 pub use notice::NoticeDelivery;

@@ -95,7 +95,8 @@ pub fn place_bars(
         let io = orig & 1 == 1;
         let is64 = !io && (orig >> 1) & 3 == 2;
         let mut mask = if io {
-            u64::from(probe & !3) | 0xffff_0000
+            // I/O space is 16 bits wide on x86: the upper half may read as zero.
+            u64::from(probe & !3) | 0xffff_ffff_ffff_0000
         } else {
             u64::from(probe & !0xf) | 0xffff_ffff_0000_0000
         };

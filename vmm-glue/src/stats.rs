@@ -32,4 +32,6 @@ pub struct DeviceStats {
     /// Interrupts dropped because the vector's message has address 0 (the guest never
     /// programmed it): no MSI to inject, on any delivery path.
     pub unprogrammed_dropped: u64,
+    /// Resets of the emulated state (`reset`, or a guest function-level reset).
+    pub resets: u64,
 }

@@ -55,7 +55,7 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
 }
 
 /// The features that build every crate's lab test binaries.
-const LAB_FEATURES: &str = "vfio-core/lab";
+const LAB_FEATURES: &str = "vfio-core/lab,vmm-glue/lab";
 
 /// What CI runs, in order.
 fn ci() -> Result<(), String> {

@@ -354,8 +354,12 @@ impl Rig {
                 let len = if *qword { 8 } else { 4 };
                 self.mmio_read(self.table_addr(v, *dword), len, op);
             }
-            Op::ConfigWrite { offset, data } => self.dev.config_write(u16::from(*offset), data),
-            Op::MsixControl(v) => self.dev.config_write(self.msix_cap + 2, &v.to_le_bytes()),
+            Op::ConfigWrite { offset, data } => {
+                self.dev.config_write(u16::from(*offset), data);
+            }
+            Op::MsixControl(v) => {
+                self.dev.config_write(self.msix_cap + 2, &v.to_le_bytes());
+            }
             Op::MsiWrite { reg, data } => {
                 if let Some(cap) = self.msi_cap {
                     self.dev.config_write(cap + u16::from(*reg % 24), data);

@@ -70,6 +70,9 @@ macro_rules! ensure_eq {
 
 pub mod e1000e;
 pub mod growth;
+pub mod mtty;
+mod mtty_device;
+mod mtty_fsm;
 pub mod nvme_vf;
 mod profiles;
 
@@ -106,6 +109,9 @@ pub struct Subject {
     /// How long to wait before asserting that no further interrupt arrives (0 on the
     /// simulator, whose signals are synchronous; long enough under TCG for the kernel's).
     pub settle: Duration,
+    /// A second device of the same kind, for scenarios that need two (a migration's
+    /// destination).
+    peer: Option<Arc<dyn VfioMigration>>,
     /// What must outlive the device and be undone after it closes (the lab's SR-IOV VF).
     /// Fields drop in declaration order: the device closes first.
     guard: Option<Box<dyn Send + Sync>>,
@@ -135,8 +141,20 @@ impl Subject {
             kind,
             backend,
             settle,
+            peer: None,
             guard: None,
         }
+    }
+
+    /// Give the subject a second device of its kind.
+    pub fn with_peer(mut self, peer: Arc<dyn VfioMigration>) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// The second device, if the subject has one.
+    pub fn peer(&self) -> Option<&dyn VfioMigration> {
+        self.peer.as_deref()
     }
 
     /// Keep `guard` until the device has closed, then drop it.
@@ -394,7 +412,11 @@ pub fn sim_subject(kind: Kind) -> Result<Subject, Failure> {
     let device: Arc<dyn VfioMigration> = match kind {
         Kind::E1000e => Arc::new(e1000e_profile()?),
         Kind::NvmeVf => Arc::new(nvme_vf_profile()?),
-        Kind::Mtty => return Err(Failure::new("no simulator profile for mtty yet")),
+        Kind::Mtty => {
+            let peer: Arc<dyn VfioMigration> = Arc::new(crate::sim::SimDevice::mtty(2)?);
+            let device = Arc::new(crate::sim::SimDevice::mtty(2)?);
+            return Ok(Subject::new(device, kind, Backend::Sim, Duration::ZERO).with_peer(peer));
+        }
     };
     Ok(Subject::new(device, kind, Backend::Sim, Duration::ZERO))
 }
@@ -445,6 +467,19 @@ macro_rules! conformance_suite {
             memory_enable_is_virtual,
             msix_one_vector_and_table,
             flr_through_devctl,
+        ]);
+        $crate::__conformance_tests!($open, mtty, Mtty, [
+            info_regions_and_irqs,
+            config_writes_follow_mtty,
+            uart_registers_read_back,
+            set_irqs_follow_mtty,
+            every_request_walks_as_the_kernel_answers,
+            pre_copy_data_fd_to_stop_copy,
+            stop_copy_reads_the_whole_stream,
+            save_restore_between_two_devices,
+            truncated_resume_and_recovery,
+            resume_writes_are_checked,
+            stale_fds_answer_enodev,
         ]);
     };
 }

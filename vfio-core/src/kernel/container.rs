@@ -7,6 +7,10 @@
 //! a VFIO driver or none); `VFIO_SET_IOMMU` is accepted only once a group is attached (EINVAL
 //! before); the IOMMU is released when the last group leaves, so the next group to join must
 //! set it again; `VFIO_GROUP_GET_DEVICE_FD` needs the group attached and its IOMMU set.
+//!
+//! The container keeps the VM's guest memory table ([`DmaTable`]): regions added before any
+//! group joins are mapped when the first one does, and mapped again when a group joins after
+//! the last one left.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -16,75 +20,25 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use vfio_bindings::bindings::vfio as b;
 
+use vm_memory::GuestRegionMmap;
+
 use super::address::DeviceAddress;
 use super::caps;
 use super::device::KernelDevice;
+use crate::dma::{
+    DirtyOp, DirtyRequest, DirtyTrackingInfo, DmaMapping, DmaTable, IommuInfo, IovaRange, Type1,
+    VfioContainer,
+};
 use crate::error::{Error, Result};
 use crate::ioctl;
 
-/// One range of IO virtual addresses the IOMMU can map (`struct vfio_iova_range`, both ends
-/// inclusive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IovaRange {
-    /// First address.
-    pub start: u64,
-    /// Last address (inclusive).
-    pub end: u64,
-}
-
-impl IovaRange {
-    /// Whether `[iova, iova + size)` lies inside this range.
-    pub fn contains(&self, iova: u64, size: u64) -> bool {
-        size != 0
-            && iova >= self.start
-            && iova
-                .checked_add(size - 1)
-                .is_some_and(|last| last <= self.end)
-    }
-}
-
-/// What `VFIO_IOMMU_GET_INFO` reports for a type1 container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IommuInfo {
-    /// Bitmap of supported IOMMU page sizes (`iova_pgsizes`).
-    pub page_sizes: u64,
-    /// Usable IOVA ranges (`VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE`); `None` when the kernel does
-    /// not report them (any IOVA is then allowed).
-    pub iova_ranges: Option<Vec<IovaRange>>,
-    /// Dirty-page tracking (`VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION`): supported page sizes for the
-    /// dirty bitmap and the largest bitmap, in bytes, one `GET_BITMAP` may ask for.
-    pub dirty_tracking: Option<DirtyTrackingInfo>,
-    /// How many more DMA mappings the container accepts (`VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL`).
-    pub dma_avail: Option<u32>,
-}
-
-/// The type1 IOMMU's dirty-tracking capability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DirtyTrackingInfo {
-    /// The capability's flags.
-    pub flags: u32,
-    /// Bitmap of page sizes a dirty bitmap may be asked in.
-    pub page_sizes: u64,
-    /// Largest dirty bitmap, in bytes, one request may ask for.
-    pub max_bitmap_bytes: u64,
-}
-
-impl IommuInfo {
-    /// The smallest IOMMU page size (the alignment of every DMA mapping).
-    pub fn min_page_size(&self) -> u64 {
-        if self.page_sizes == 0 {
-            4096
-        } else {
-            1 << self.page_sizes.trailing_zeros()
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct Groups {
-    /// Whether `VFIO_SET_IOMMU` is in effect (a group is attached and the type was set).
-    iommu_set: bool,
+    /// What `VFIO_IOMMU_GET_INFO` said when `VFIO_SET_IOMMU` took effect; `None` while no
+    /// group is attached (the kernel has no IOMMU for the container then).
+    iommu: Option<IommuInfo>,
     by_id: HashMap<u32, Weak<Group>>,
+    table: DmaTable,
 }
 
 /// A VFIO container (`/dev/vfio/vfio`) with the type1v2 IOMMU: the IO address space every
@@ -129,6 +83,15 @@ impl Container {
         self.groups.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The first group just joined: set the IOMMU, read what it offers and map the table.
+    fn set_iommu(&self, groups: &mut Groups) -> Result<()> {
+        ioctl::set_iommu(&self.file, b::VFIO_TYPE1v2_IOMMU).map_err(Error::SetIommu)?;
+        let info = self.read_iommu_info()?;
+        groups.table.map_all(self, &info)?;
+        groups.iommu = Some(info);
+        Ok(())
+    }
+
     /// Whether the kernel answers 1 to `VFIO_CHECK_EXTENSION(extension)`.
     pub fn has_extension(&self, extension: u32) -> Result<bool> {
         ioctl::check_extension(&self.file, extension)
@@ -156,13 +119,13 @@ impl Container {
         }
         ioctl::group_set_container(&file, &self.file)
             .map_err(|source| Error::SetContainer { group: id, source })?;
-        if !groups.iommu_set {
-            if let Err(source) = ioctl::set_iommu(&self.file, b::VFIO_TYPE1v2_IOMMU) {
-                // Leave nothing attached: the group goes back to how it was found.
+        if groups.iommu.is_none() {
+            if let Err(e) = self.set_iommu(&mut groups) {
+                // Leave nothing attached: the group goes back to how it was found (and the
+                // kernel releases the IOMMU with its only group).
                 let _ = ioctl::group_unset_container(&file);
-                return Err(Error::SetIommu(source));
+                return Err(e);
             }
-            groups.iommu_set = true;
         }
         let group = Arc::new(Group {
             id,
@@ -179,9 +142,7 @@ impl Container {
         self.group(address.iommu_group()?)?.open_device(address)
     }
 
-    /// `VFIO_IOMMU_GET_INFO`: page sizes, IOVA ranges, dirty tracking, mappings left. Needs the
-    /// IOMMU set (a group attached): EINVAL before.
-    pub fn iommu_info(&self) -> Result<IommuInfo> {
+    fn read_iommu_info(&self) -> Result<IommuInfo> {
         let mut arg = caps::iommu_info_arg(caps::IOMMU_INFO_SIZE);
         ioctl::iommu_get_info(&self.file, &mut arg).map_err(Error::IommuInfo)?;
         let wanted = caps::returned_argsz(&arg).map_err(Error::IommuInfo)?;
@@ -239,8 +200,81 @@ impl Container {
         // __vfio_group_unset_container), whether or not the unset below reports an error.
         let _ = ioctl::group_unset_container(&group.file);
         if groups.by_id.is_empty() {
-            groups.iommu_set = false;
+            groups.iommu = None;
+            groups.table.dropped_all();
         }
+    }
+}
+
+impl Type1 for Container {
+    unsafe fn map_dma(&self, iova: u64, size: u64, vaddr: u64) -> Result<()> {
+        // SAFETY: the caller upholds `Type1::map_dma`'s contract, which is the ioctl's.
+        unsafe { ioctl::iommu_map_dma(&self.file, iova, size, vaddr) }
+            .map_err(|source| Error::DmaMap { iova, size, source })
+    }
+
+    fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
+        ioctl::iommu_unmap_dma(&self.file, iova, size).map_err(|source| Error::DmaUnmap {
+            iova,
+            size,
+            source,
+        })
+    }
+
+    fn dirty_pages(&self, op: DirtyOp<'_>) -> Result<()> {
+        let result = match op {
+            DirtyOp::Start => {
+                ioctl::iommu_dirty_pages(&self.file, b::VFIO_IOMMU_DIRTY_PAGES_FLAG_START, None)
+            }
+            DirtyOp::Stop => {
+                ioctl::iommu_dirty_pages(&self.file, b::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP, None)
+            }
+            DirtyOp::Bitmap {
+                iova,
+                size,
+                page_size,
+                bitmap,
+            } => ioctl::iommu_dirty_pages(
+                &self.file,
+                b::VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP,
+                Some((iova, size, page_size, bitmap)),
+            ),
+        };
+        result.map_err(Error::DirtyPages)
+    }
+}
+
+impl VfioContainer for Container {
+    /// `VFIO_IOMMU_GET_INFO`: page sizes, IOVA ranges, dirty tracking, mappings left. Needs the
+    /// IOMMU set (a group attached): EINVAL before.
+    fn iommu_info(&self) -> Result<IommuInfo> {
+        self.read_iommu_info()
+    }
+
+    fn map_guest_region(&self, region: &GuestRegionMmap) -> Result<()> {
+        let mut groups = self.lock();
+        let groups = &mut *groups;
+        let iommu = groups.iommu.as_ref().map(|info| (self as &dyn Type1, info));
+        groups.table.insert(region, iommu)
+    }
+
+    fn unmap_guest_region(&self, gpa: u64) -> Result<()> {
+        let mut groups = self.lock();
+        let groups = &mut *groups;
+        let iommu = groups.iommu.as_ref().map(|_| self as &dyn Type1);
+        groups.table.remove(gpa, iommu)
+    }
+
+    fn dma_mappings(&self) -> Vec<DmaMapping> {
+        self.lock().table.mappings()
+    }
+
+    fn dirty(&self, request: DirtyRequest<'_>) -> Result<()> {
+        let groups = self.lock();
+        if groups.iommu.is_none() {
+            return Err(Error::DirtyPages(crate::error::errno(libc::EINVAL)));
+        }
+        groups.table.dirty(self, groups.iommu.as_ref(), request)
     }
 }
 

@@ -21,5 +21,5 @@ mod container;
 mod device;
 
 pub use address::{DeviceAddress, Uuid};
-pub use container::{Container, DirtyTrackingInfo, Group, IommuInfo, IovaRange};
+pub use container::{Container, Group};
 pub use device::KernelDevice;

@@ -12,7 +12,8 @@ use super::builder::{DeviceModel, MsixMode, MsixPlacement, SimDeviceBuilder};
 use super::config::{self, BarResource, PhysConfig, VfioConfig};
 use super::e1000e::E1000eRegs;
 use super::irq::IrqState;
-use super::migration::MigSim;
+use super::migration::{MigSim, StreamRules};
+use super::mtty;
 use super::regions::{areas_around, bar_memory};
 use super::{Faults, SimCounters, SimDevice, SimState, PAGE};
 use crate::error::{Error, Result};
@@ -217,17 +218,28 @@ impl SimDevice {
         if b.reset {
             flags |= DeviceFlags::RESET;
         }
-        let info = DeviceInfo {
+        let mut info = DeviceInfo {
             flags,
             regions: region_infos(&b, &bars, msix, config.size()),
             irqs: irq_infos(&config, dynamic),
         };
+        let mut rules = StreamRules::frames(b.pre_copy_end, b.resume_failure);
+        let mut mtty_model = None;
+        if let Some(ports) = b.mtty {
+            // mtty's answers replace vfio-pci's (`SimDevice::mtty`).
+            let (mtty_info, mtty_rules, model) = mtty::profile(ports, &cs)?;
+            info = mtty_info;
+            rules = mtty_rules;
+            mtty_model = Some(Box::new(model));
+        }
         let msix_vectors = msix.map_or(0, |m| u32::from(m.vectors));
         let counters = SimCounters {
             vector_bindings: vec![0; msix_vectors as usize],
             ..SimCounters::default()
         };
-        let migration = b.migration.map(|f| MigSim::new(f, b.blob.clone()));
+        let migration = b
+            .migration
+            .map(|f| Arc::new(Mutex::new(MigSim::new(f, b.blob.clone(), rules))));
         let mem = bar_memory(&info)?;
         let model = b.model.map(|m| match m {
             DeviceModel::E1000e => E1000eRegs::default(),
@@ -246,6 +258,7 @@ impl SimDevice {
                 faults: Faults::default(),
                 migration,
                 model,
+                mtty: mtty_model,
             })),
         })
     }

@@ -8,10 +8,12 @@ use pci_config::{ids, regs, BarKind, ConfigSpace};
 use crate::error::{Error, Result};
 use crate::migration::MigrationFeatures;
 
+use super::migration::{ArcFailure, PreCopyEnd};
+
 use super::SimDevice;
 
-/// Largest device-state blob the simulated device migrates. Its data fd is a socket pair whose
-/// buffer must hold what the other side writes before the next state change.
+/// Largest device-state blob the simulated device migrates (a resume stream whose frame claims
+/// more is refused).
 pub const SIM_MAX_BLOB: usize = 16 * 1024;
 
 /// How the simulated device reports its MSI-X index.
@@ -96,6 +98,10 @@ pub struct SimDeviceBuilder {
     pub(crate) reset: bool,
     pub(crate) migration: Option<MigrationFeatures>,
     pub(crate) blob: Vec<u8>,
+    pub(crate) pre_copy_end: PreCopyEnd,
+    pub(crate) resume_failure: ArcFailure,
+    /// The mtty profile, with this many ports ([`SimDevice::mtty`]).
+    pub(crate) mtty: Option<u32>,
     pub(crate) virtfn: Option<(u16, u16)>,
     pub(crate) model: Option<DeviceModel>,
     pub(crate) msi_needs_bus_master: bool,
@@ -119,6 +125,9 @@ impl SimDeviceBuilder {
             reset: true,
             migration: None,
             blob: Vec::new(),
+            pre_copy_end: PreCopyEnd::Enomsg,
+            resume_failure: ArcFailure::StaysInSource,
+            mtty: None,
             virtfn: None,
             model: None,
             msi_needs_bus_master: false,
@@ -188,7 +197,10 @@ impl SimDeviceBuilder {
         self
     }
 
-    /// Whether the device supports `VFIO_DEVICE_RESET` (default yes).
+    /// Whether the device supports `VFIO_DEVICE_RESET` (default yes): the RESET flag, and a
+    /// reset that works. Without, a reset is EINVAL, as vfio-pci answers without
+    /// `reset_works` (Linux v6.12.117 `drivers/vfio/pci/vfio_pci_core.c`,
+    /// `vfio_pci_ioctl_reset()`).
     pub fn reset(mut self, supported: bool) -> Self {
         self.reset = supported;
         self
@@ -199,6 +211,21 @@ impl SimDeviceBuilder {
     pub fn migration(mut self, features: MigrationFeatures, blob: Vec<u8>) -> Self {
         self.migration = Some(features | MigrationFeatures::STOP_COPY);
         self.blob = blob;
+        self
+    }
+
+    /// How a PRE_COPY read answers once everything available was read: `ENOMSG` (default, the
+    /// uAPI's convention) or 0 (mtty's).
+    pub fn pre_copy_end(mut self, end: PreCopyEnd) -> Self {
+        self.pre_copy_end = end;
+        self
+    }
+
+    /// Where a resume stream the device refuses at RESUMING -> STOP (no complete frame)
+    /// leaves it: in RESUMING with its fd still writable (default, what mtty does), or in
+    /// ERROR.
+    pub fn resume_failure(mut self, leaves: ArcFailure) -> Self {
+        self.resume_failure = leaves;
         self
     }
 

@@ -1,98 +1,70 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Migration v2 of the simulated device: the kernel's state walk, and a device-internal blob
-//! streamed through the data fd (a socket pair) while saving and read back when resuming.
+//! Migration v2 of the simulated device: the kernel's state walk, a driver's migration files,
+//! and the device-internal state they carry.
 //!
-//! Stream format (device-internal, opaque to users): frames of a little-endian `u32` length
-//! then that many bytes. PRE_COPY sends one frame with the state at entry; STOP_COPY sends one
-//! with the final state and ends the stream. RESUMING keeps the last complete frame. A frame is
-//! in the stream by the time the state change returns, as a driver's initial PRE_COPY data is.
+//! The walk is the kernel's (`vfio_mig_get_next_state()`, [`crate::migration::fsm`]) taken
+//! one arc at a time in a loop, as `mtty_set_state()` (Linux v6.12.117
+//! `samples/vfio-mdev/mtty.c`) takes it: a refusal changes nothing, and a failing arc stops the
+//! walk with the device in the state before that arc. The files follow mtty's rules
+//! (`mtty_step_state()`, `mtty_save_device_data()`, `mtty_save_read()`,
+//! `mtty_resume_write()`, `mtty_precopy_ioctl()`, `mtty_disable_files()`):
 //!
-//! A failing arc leaves the device where the driver leaves it. Linux drivers (mlx5, hisi_acc,
-//! pds) step arcs in a loop and, when one fails, stop with `device_state` at the last state
-//! they reached; some failures (a resume stream the device rejects) leave ERROR, which only a
-//! reset leaves. [`ArcFailure`] chooses which one an injected failure models.
+//! - RUNNING -> PRE_COPY, RUNNING_P2P -> PRE_COPY_P2P and STOP -> STOP_COPY create the saving
+//!   file, holding the device's initial data; entering STOP_COPY appends its final data, to the
+//!   pre-copy file when there is one (and then no new fd is returned). STOP -> RESUMING creates
+//!   the resuming file.
+//! - PRE_COPY -> RUNNING, PRE_COPY_P2P -> RUNNING_P2P, STOP_COPY -> STOP, a successful
+//!   RESUMING -> STOP and a reset disable the files: their fds then answer `ENODEV`.
+//! - A read returns what is left, up to the buffer's size; with nothing left it returns 0, or
+//!   `ENOMSG` in PRE_COPY where the profile says so ([`PreCopyEnd`]).
+//! - `VFIO_MIG_GET_PRECOPY_INFO` answers `EINVAL` outside the pre-copy states (checked
+//!   first), `ENODEV` for a disabled file, else the unread initial and dirty bytes.
+//! - A resume write past the profile's stream size is `ENOMEM` (nothing taken); RESUMING ->
+//!   STOP loads the written stream and, when the device refuses it, fails with the device
+//!   still in RESUMING and the fd still writable (or in ERROR where the profile says so).
+//!
+//! What the files carry is the device's business ([`DeviceContent`]): the generic profile
+//! streams an opaque blob in frames ([`Blob`]); the mtty profile streams mtty's exact bytes.
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::thread::JoinHandle;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{errno, Error, Result};
+use crate::migration::fsm::KernelHop;
 use crate::migration::{MigState, MigState as S, MigrationDataFd, MigrationFeatures as F};
 
 use super::builder::SIM_MAX_BLOB;
 
-/// The next state on the way from `cur` to `target` (Linux's `vfio_from_fsm_table`).
-fn table(cur: MigState, target: MigState) -> MigState {
-    if cur == target {
-        return cur;
-    }
-    match (cur, target) {
-        (S::Error, _) | (_, S::Error) => S::Error,
-        (S::Stop, S::StopCopy) => S::StopCopy,
-        (S::Stop, S::Resuming) => S::Resuming,
-        (S::Stop, _) => S::RunningP2p,
-        (S::Running, S::PreCopy) => S::PreCopy,
-        (S::Running, _) => S::RunningP2p,
-        (S::PreCopy, S::PreCopyP2p | S::StopCopy) => S::PreCopyP2p,
-        (S::PreCopy, _) => S::Running,
-        (S::PreCopyP2p, S::PreCopy) => S::PreCopy,
-        (S::PreCopyP2p, S::StopCopy) => S::StopCopy,
-        (S::PreCopyP2p, _) => S::RunningP2p,
-        (S::StopCopy | S::Resuming, S::PreCopy | S::PreCopyP2p) => S::Error,
-        (S::StopCopy | S::Resuming, _) => S::Stop,
-        (S::RunningP2p, S::Running | S::PreCopy) => S::Running,
-        (S::RunningP2p, S::PreCopyP2p) => S::PreCopyP2p,
-        (S::RunningP2p, _) => S::Stop,
-    }
-}
-
-/// Features a state needs (`state_flags_table`); `None` for ERROR, which is never allowed.
-fn needs(state: MigState) -> Option<F> {
-    match state {
-        S::Error => None,
-        S::Stop | S::Running | S::StopCopy | S::Resuming => Some(F::STOP_COPY),
-        S::RunningP2p => Some(F::STOP_COPY | F::P2P),
-        S::PreCopy => Some(F::STOP_COPY | F::PRE_COPY),
-        S::PreCopyP2p => Some(F::STOP_COPY | F::PRE_COPY | F::P2P),
-    }
-}
-
-fn supported(state: MigState, features: F) -> bool {
-    needs(state).is_some_and(|n| features.contains(n))
-}
-
-/// The next single arc from `cur` towards `target`, skipping states the device does not
-/// support. Unlike Linux's loop, which can spin on the ERROR entry, this stops at ERROR and
-/// refuses (EINVAL).
+/// The next single arc from `cur` towards `target`: the kernel's `vfio_mig_get_next_state()`
+/// ([`crate::migration::fsm`]); `None` where the kernel answers EINVAL.
 pub(crate) fn next_state(cur: MigState, target: MigState, features: F) -> Option<MigState> {
-    if !supported(cur, features) || !supported(target, features) {
-        return None;
+    match features.next_state(cur, target) {
+        KernelHop::Next(next) => Some(next),
+        _ => None,
     }
-    let mut next = table(cur, target);
-    // Each hop moves along a finite table; bound the walk by the number of states.
-    for _ in 0..MigState::ALL.len() {
-        if next == S::Error {
-            return None;
-        }
-        if supported(next, features) {
-            return Some(next);
-        }
-        next = table(next, target);
-    }
-    None
 }
 
 /// Where an injected migration arc failure leaves the device
-/// ([`SimDevice::fail_migration_arc`](super::SimDevice::fail_migration_arc)).
+/// ([`SimDevice::fail_migration_arc`](super::SimDevice::fail_migration_arc)), or a resume
+/// stream the device refuses ([`SimDeviceBuilder::resume_failure`](super::SimDeviceBuilder::resume_failure)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArcFailure {
-    /// The device stays in the arc's source state, the last one it reached (what mlx5,
-    /// hisi_acc and pds do when a step fails).
+    /// The device stays in the arc's source state, the last one it reached, its files as they
+    /// were (what mtty, mlx5, hisi_acc and pds do when a step fails).
     StaysInSource,
     /// The device enters ERROR and its data fds stop working; only a reset leaves it.
     EntersError,
+}
+
+/// How a saving fd answers a read in PRE_COPY once everything available was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PreCopyEnd {
+    /// `ENOMSG`, as the uAPI asks (`mlx5vf_save_read()`).
+    #[default]
+    Enomsg,
+    /// `read() == 0`, as mtty answers (`mtty_save_read()`).
+    ZeroRead,
 }
 
 /// One single-state arc the device was asked to take, in order
@@ -116,60 +88,60 @@ pub(crate) struct ArcFault {
     pub(crate) leaves: ArcFailure,
 }
 
-/// The simulated device's migration state.
-#[derive(Debug)]
-pub(crate) struct MigSim {
-    pub(crate) features: F,
-    pub(crate) state: MigState,
-    pub(crate) blob: Vec<u8>,
-    /// Injected failure of one arc, every time it is taken, until cleared.
-    pub(crate) fault: Option<ArcFault>,
-    /// Every arc attempted, in order.
-    pub(crate) arcs: Vec<MigrationArc>,
-    /// Saving: the device's end of the stream, a handle on the user's end (to switch it
-    /// between PRE_COPY's non-blocking and STOP_COPY's blocking reads), the last writer.
-    saving: Option<Saving>,
-    /// Resuming: the device's (non-blocking) end.
-    resuming: Option<UnixStream>,
-}
-
-/// A saving stream in progress.
-#[derive(Debug)]
-struct Saving {
-    /// The device's end; dropped once the final frame is queued.
-    dev: Option<UnixStream>,
-    /// A handle on the user's end (same open file), to switch its blocking mode.
-    user: UnixStream,
-    /// The last queued writer; each writer joins the one before it.
-    last: Option<JoinHandle<()>>,
-}
-
-/// Write what the (non-blocking) socket takes now; returns the bytes written. A reader that
-/// went away counts as everything written: the device does not care.
-fn write_now(dev: &UnixStream, bytes: &[u8]) -> usize {
-    let mut done = 0;
-    while let Some(rest) = bytes.get(done..).filter(|r| !r.is_empty()) {
-        match (&*dev).write(rest) {
-            Ok(0) => return bytes.len(),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return done,
-            Err(_) => return bytes.len(),
-        }
+/// The device-internal state a migration stream carries, and how the device takes it back.
+pub(crate) trait DeviceContent {
+    /// What a new saving file starts with (mtty: the header).
+    fn initial_data(&self) -> Vec<u8>;
+    /// What entering STOP_COPY appends to the saving file (mtty: the ports).
+    fn final_data(&self) -> Vec<u8>;
+    /// What a saving file made by STOP -> STOP_COPY holds: the initial data, then the final.
+    fn stop_copy_data(&self) -> Vec<u8> {
+        let mut data = self.initial_data();
+        data.extend_from_slice(&self.final_data());
+        data
     }
-    done
+    /// Take a resume stream at RESUMING -> STOP; the errno when the device refuses it.
+    fn load(&mut self, stream: &[u8]) -> std::result::Result<(), i32>;
+    /// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE`'s `stop_copy_length`.
+    fn stop_copy_length(&self) -> u64;
 }
 
-/// Write all of `bytes` to the non-blocking socket, waiting for room.
-fn write_blocking(dev: &UnixStream, bytes: &[u8]) {
-    let mut done = 0;
-    while done < bytes.len() {
-        done += write_now(dev, bytes.get(done..).unwrap_or_default());
-        if done < bytes.len() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+/// How the files answer, per profile.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamRules {
+    /// PRE_COPY's answer once everything available was read.
+    pub(crate) pre_copy_end: PreCopyEnd,
+    /// The most bytes a resume stream may have: a write past it is `ENOMEM`.
+    pub(crate) resume_limit: usize,
+    /// Where a refused resume stream leaves the device.
+    pub(crate) load_failure: ArcFailure,
+    /// mtty's header check on the write that completes the 24-byte header, for a device of
+    /// this many ports (`mtty_resume_write()`).
+    pub(crate) mtty_header: Option<u32>,
+}
+
+/// The generic profile's resume streams may be this long (many PRE_COPY frames of the
+/// largest blob).
+pub(crate) const FRAMES_RESUME_LIMIT: usize = 64 * (SIM_MAX_BLOB + 4);
+
+impl StreamRules {
+    /// The generic profile: frames of an opaque blob, `ENOMSG` at PRE_COPY's temporary end.
+    pub(crate) fn frames(pre_copy_end: PreCopyEnd, load_failure: ArcFailure) -> Self {
+        StreamRules {
+            pre_copy_end,
+            resume_limit: FRAMES_RESUME_LIMIT,
+            load_failure,
+            mtty_header: None,
         }
     }
 }
+
+/// The generic profile's device state: an opaque blob, streamed as frames of a little-endian
+/// `u32` length and that many bytes. A saving file starts with one frame of the blob as it was
+/// then; every change while in PRE_COPY appends one (reported as dirty bytes); entering
+/// STOP_COPY appends the final one. RESUMING keeps the last complete frame.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Blob(pub(crate) Vec<u8>);
 
 fn frame(blob: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + blob.len());
@@ -194,126 +166,228 @@ fn last_frame(stream: &[u8]) -> Option<Vec<u8>> {
     last
 }
 
-impl MigSim {
-    pub(crate) fn new(features: F, blob: Vec<u8>) -> Self {
-        MigSim {
-            features,
-            state: S::Running,
-            blob,
-            fault: None,
-            arcs: Vec::new(),
-            saving: None,
-            resuming: None,
-        }
+impl DeviceContent for Blob {
+    fn initial_data(&self) -> Vec<u8> {
+        frame(&self.0)
     }
 
-    /// Put `bytes` on the saving stream after whatever was queued before; with `end`, the
-    /// stream ends once they are written. What the socket buffer takes is written now (a frame
-    /// of at most `SIM_MAX_BLOB` bytes always fits); anything left is written by a thread.
-    fn send(&mut self, bytes: Vec<u8>, end: bool) -> std::io::Result<()> {
-        let saving = self.saving.as_mut().ok_or_else(|| errno(libc::EBADF))?;
-        let dev = saving.dev.as_ref().ok_or_else(|| errno(libc::EBADF))?;
-        let mut done = 0;
-        if saving.last.as_ref().is_none_or(JoinHandle::is_finished) {
-            done = write_now(dev, &bytes);
-        }
-        if done < bytes.len() {
-            let writer = dev.try_clone()?;
-            let prev = saving.last.take();
-            saving.last = Some(std::thread::spawn(move || {
-                if let Some(prev) = prev {
-                    let _ = prev.join();
-                }
-                write_blocking(&writer, bytes.get(done..).unwrap_or_default());
-            }));
-        }
-        if end {
-            saving.dev = None;
-        }
+    fn final_data(&self) -> Vec<u8> {
+        frame(&self.0)
+    }
+
+    /// One frame: the blob as it is now.
+    fn stop_copy_data(&self) -> Vec<u8> {
+        frame(&self.0)
+    }
+
+    fn load(&mut self, stream: &[u8]) -> std::result::Result<(), i32> {
+        self.0 = last_frame(stream).ok_or(libc::EINVAL)?;
         Ok(())
     }
 
-    /// One arc of the walk.
-    fn step(&mut self, next: MigState) -> std::io::Result<Option<MigrationDataFd>> {
-        let cur = self.state;
-        let mut out = None;
-        match (cur, next) {
-            (S::Running | S::RunningP2p, S::PreCopy | S::PreCopyP2p) | (S::Stop, S::StopCopy) => {
-                let (dev, user) = UnixStream::pair()?;
-                dev.set_nonblocking(true)?;
-                let ctl = user.try_clone()?;
-                ctl.set_nonblocking(next != S::StopCopy)?;
-                self.saving = Some(Saving {
-                    dev: Some(dev),
-                    user: ctl,
-                    last: None,
-                });
-                let is_stop_copy = next == S::StopCopy;
-                self.send(frame(&self.blob), is_stop_copy)?;
-                out = Some(MigrationDataFd::new(File::from(
-                    std::os::fd::OwnedFd::from(user),
-                )));
-            }
-            (S::PreCopy | S::PreCopyP2p, S::StopCopy) => {
-                if let Some(saving) = &self.saving {
-                    saving.user.set_nonblocking(false)?;
-                }
-                self.send(frame(&self.blob), true)?;
-            }
-            (S::Stop, S::Resuming) => {
-                let (dev, user) = UnixStream::pair()?;
-                dev.set_nonblocking(true)?;
-                self.resuming = Some(dev);
-                out = Some(MigrationDataFd::new(File::from(
-                    std::os::fd::OwnedFd::from(user),
-                )));
-            }
-            (S::Resuming, S::Stop) => {
-                let mut dev = self.resuming.take().ok_or_else(|| errno(libc::EBADF))?;
-                let mut stream = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    match dev.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => stream.extend_from_slice(buf.get(..n).unwrap_or_default()),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e),
-                    }
-                    if stream.len() > 2 * (SIM_MAX_BLOB + 4) {
-                        return Err(errno(libc::EINVAL));
-                    }
-                }
-                self.blob = last_frame(&stream).ok_or_else(|| errno(libc::EINVAL))?;
-            }
-            (S::StopCopy, S::Stop) | (S::PreCopy | S::PreCopyP2p, S::Running | S::RunningP2p) => {
-                self.saving = None;
-            }
-            _ => {}
+    fn stop_copy_length(&self) -> u64 {
+        4 + self.0.len() as u64
+    }
+}
+
+/// A saving file (`struct mtty_migration_file` opened for reading).
+#[derive(Debug)]
+struct SaveFile {
+    id: u64,
+    data: Vec<u8>,
+    /// The reader's position (`f_pos`).
+    pos: usize,
+    /// Bytes of initial data at the front of `data`; the rest was appended since.
+    initial: usize,
+}
+
+/// A resuming file: the bytes written so far (`filled_size`, which is also `f_pos`).
+#[derive(Debug)]
+struct ResumeFile {
+    id: u64,
+    data: Vec<u8>,
+}
+
+/// The simulated device's migration state, shared with its data fds.
+#[derive(Debug)]
+pub(crate) struct MigCore {
+    pub(crate) features: F,
+    pub(crate) state: MigState,
+    /// Injected failure of one arc, every time it is taken, until cleared.
+    pub(crate) fault: Option<ArcFault>,
+    /// Every arc attempted, in order.
+    pub(crate) arcs: Vec<MigrationArc>,
+    rules: StreamRules,
+    saving: Option<SaveFile>,
+    resuming: Option<ResumeFile>,
+    /// The id the next file gets; a data fd whose file is no longer the device's is stale.
+    next_id: u64,
+}
+
+/// The simulated device's migration: the shared core and the generic profile's blob.
+#[derive(Debug)]
+pub(crate) struct MigSim {
+    pub(crate) core: MigCore,
+    pub(crate) blob: Blob,
+}
+
+pub(crate) fn lock(m: &Mutex<MigSim>) -> MutexGuard<'_, MigSim> {
+    // As the device's own lock: a panic elsewhere leaves nothing half-done that matters more.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MigSim {
+    pub(crate) fn new(features: F, blob: Vec<u8>, rules: StreamRules) -> Self {
+        MigSim {
+            core: MigCore {
+                features,
+                state: S::Running,
+                fault: None,
+                arcs: Vec::new(),
+                rules,
+                saving: None,
+                resuming: None,
+                next_id: 1,
+            },
+            blob: Blob(blob),
         }
-        self.state = next;
-        Ok(out)
     }
 
-    /// `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` SET: walk to `target` one arc at a time. A
-    /// failing arc leaves the device in ERROR, as a driver whose step failed does.
-    pub(crate) fn set_state(&mut self, target: MigState) -> Result<Option<MigrationDataFd>> {
-        let err = |e: std::io::Error| Error::SetMigrationState {
-            requested: target,
-            source: e,
+    /// `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` SET, with `external` the device's content when
+    /// its profile has its own (mtty), else the blob. `handle` is the `Arc` this lives in, for
+    /// the data fds.
+    pub(crate) fn set_state(
+        &mut self,
+        handle: &Arc<Mutex<MigSim>>,
+        target: MigState,
+        external: Option<&mut dyn DeviceContent>,
+    ) -> Result<Option<MigrationDataFd>> {
+        let content: &mut dyn DeviceContent = match external {
+            Some(c) => c,
+            None => &mut self.blob,
         };
-        if target == S::Error {
-            return Err(err(errno(libc::EINVAL)));
+        self.core.set_state(handle, target, content)
+    }
+
+    /// The generic profile's device changed its state: while pre-copying, the new state is
+    /// appended to the saving file as dirty data.
+    pub(crate) fn set_blob(&mut self, blob: Vec<u8>) {
+        if self.core.state.is_pre_copy() {
+            if let Some(f) = self.core.saving.as_mut() {
+                f.data.extend_from_slice(&frame(&blob));
+            }
         }
+        self.blob.0 = blob;
+    }
+}
+
+impl MigCore {
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn disable_files(&mut self) {
+        self.saving = None;
+        self.resuming = None;
+    }
+
+    /// `mtty_save_device_data(new)`: a new saving file with the initial data (and the final
+    /// data when `new` is STOP_COPY), or, with one open, the final data appended to it.
+    fn save_device_data(
+        &mut self,
+        handle: &Arc<Mutex<MigSim>>,
+        new: MigState,
+        content: &dyn DeviceContent,
+    ) -> Option<MigrationDataFd> {
+        if let Some(f) = self.saving.as_mut() {
+            if new == S::StopCopy {
+                f.data.extend_from_slice(&content.final_data());
+            }
+            return None;
+        }
+        let id = self.new_id();
+        let (data, initial) = if new == S::StopCopy {
+            (content.stop_copy_data(), 0)
+        } else {
+            let data = content.initial_data();
+            let initial = data.len();
+            (data, initial)
+        };
+        self.saving = Some(SaveFile {
+            id,
+            data,
+            pos: 0,
+            initial,
+        });
+        Some(MigrationDataFd::sim(SimDataFd {
+            mig: handle.clone(),
+            id,
+            resuming: false,
+        }))
+    }
+
+    /// One arc (`mtty_step_state()`); an error leaves the device in `self.state`.
+    fn step(
+        &mut self,
+        handle: &Arc<Mutex<MigSim>>,
+        next: MigState,
+        content: &mut dyn DeviceContent,
+    ) -> std::result::Result<Option<MigrationDataFd>, (i32, ArcFailure)> {
+        match (self.state, next) {
+            (S::Running, S::PreCopy)
+            | (S::RunningP2p, S::PreCopyP2p)
+            // PRE_COPY -> STOP_COPY is the arc of a device without P2P.
+            | (S::Stop | S::PreCopy | S::PreCopyP2p, S::StopCopy) => {
+                Ok(self.save_device_data(handle, next, content))
+            }
+            (S::Stop, S::Resuming) => {
+                let id = self.new_id();
+                self.resuming = Some(ResumeFile {
+                    id,
+                    data: Vec::new(),
+                });
+                Ok(Some(MigrationDataFd::sim(SimDataFd {
+                    mig: handle.clone(),
+                    id,
+                    resuming: true,
+                })))
+            }
+            (S::Resuming, S::Stop) => {
+                let stream = self.resuming.as_ref().map(|f| f.data.as_slice());
+                content
+                    .load(stream.unwrap_or_default())
+                    .map_err(|e| (e, self.rules.load_failure))?;
+                self.disable_files();
+                Ok(None)
+            }
+            (S::PreCopy, S::Running) | (S::PreCopyP2p, S::RunningP2p) | (S::StopCopy, S::Stop) => {
+                self.disable_files();
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn set_state(
+        &mut self,
+        handle: &Arc<Mutex<MigSim>>,
+        target: MigState,
+        content: &mut dyn DeviceContent,
+    ) -> Result<Option<MigrationDataFd>> {
+        let err = |e: i32| Error::SetMigrationState {
+            requested: target,
+            source: errno(e),
+        };
         let mut fd = None;
         while self.state != target {
             let from = self.state;
-            let next =
-                next_state(from, target, self.features).ok_or_else(|| err(errno(libc::EINVAL)))?;
+            let next = next_state(from, target, self.features).ok_or_else(|| err(libc::EINVAL))?;
             let injected = self.fault.filter(|f| f.from == from && f.to == next);
             let result = match injected {
-                Some(f) => Err((errno(f.errno), f.leaves)),
-                None => self.step(next).map_err(|e| (e, ArcFailure::EntersError)),
+                Some(f) => Err((f.errno, f.leaves)),
+                None => self.step(handle, next, content),
             };
             self.arcs.push(MigrationArc {
                 from,
@@ -321,25 +395,131 @@ impl MigSim {
                 succeeded: result.is_ok(),
             });
             match result {
-                Ok(f) => fd = f.or(fd),
+                // A file-returning arc is always the last of its walk (the kernel's table).
+                Ok(f) => fd = f,
                 Err((e, leaves)) => {
                     if leaves == ArcFailure::EntersError {
                         self.state = S::Error;
-                        self.saving = None;
-                        self.resuming = None;
+                        self.disable_files();
                     }
                     return Err(err(e));
                 }
             }
+            self.state = next;
         }
         Ok(fd)
     }
 
-    /// Reset returns the device to RUNNING and drops any stream.
+    /// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE`.
+    pub(crate) fn data_size(&self, content: &dyn DeviceContent) -> u64 {
+        content.stop_copy_length()
+    }
+
+    /// Reset: RUNNING, files disabled (`mtty_reset()` via `mtty_state_mutex_unlock()`).
     pub(crate) fn reset(&mut self) {
         self.state = S::Running;
-        self.saving = None;
-        self.resuming = None;
+        self.disable_files();
+    }
+}
+
+impl MigSim {
+    /// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE` with `external` as in [`MigSim::set_state`].
+    pub(crate) fn data_size(&self, external: Option<&dyn DeviceContent>) -> u64 {
+        self.core.data_size(external.unwrap_or(&self.blob))
+    }
+}
+
+/// The simulated device's data fd: a handle on the device's migration file. It answers as the
+/// driver's file does; see [`crate::migration::MigrationDataFd`].
+pub(crate) struct SimDataFd {
+    mig: Arc<Mutex<MigSim>>,
+    id: u64,
+    /// Opened for writing (RESUMING), else for reading.
+    resuming: bool,
+}
+
+impl std::fmt::Debug for SimDataFd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimDataFd")
+            .field("id", &self.id)
+            .field("resuming", &self.resuming)
+            .finish()
+    }
+}
+
+impl SimDataFd {
+    /// The device's saving file, if it is still this fd's; ENODEV once disabled.
+    fn saving_file<'a>(&self, core: &'a mut MigCore) -> io::Result<&'a mut SaveFile> {
+        core.saving
+            .as_mut()
+            .filter(|f| f.id == self.id)
+            .ok_or_else(|| errno(libc::ENODEV))
+    }
+
+    /// `mtty_save_read()` (a resuming fd is write-only: EBADF, as `vfs_read()` answers).
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.resuming {
+            return Err(errno(libc::EBADF));
+        }
+        let m = &mut *lock(&self.mig);
+        let (state, end) = (m.core.state, m.core.rules.pre_copy_end);
+        let f = self.saving_file(&mut m.core)?;
+        let rest = f.data.get(f.pos..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        if n == 0 {
+            if state.is_pre_copy() && end == PreCopyEnd::Enomsg {
+                return Err(errno(libc::ENOMSG));
+            }
+            return Ok(0);
+        }
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), rest.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        f.pos += n;
+        Ok(n)
+    }
+
+    /// `mtty_resume_write()` (a saving fd is read-only: EBADF, as `vfs_write()` answers).
+    pub(crate) fn write(&self, data: &[u8]) -> io::Result<usize> {
+        if !self.resuming {
+            return Err(errno(libc::EBADF));
+        }
+        let m = &mut *lock(&self.mig);
+        let rules = m.core.rules;
+        let file = m.core.resuming.as_mut().filter(|f| f.id == self.id);
+        // A disabled file's position is back at 0 (`mtty_disable_file()`).
+        let pos = file.as_ref().map_or(0, |f| f.data.len());
+        if pos.saturating_add(data.len()) > rules.resume_limit {
+            return Err(errno(libc::ENOMEM));
+        }
+        let f = file.ok_or_else(|| errno(libc::ENODEV))?;
+        f.data.extend_from_slice(data);
+        // The write that completes the header checks it; its bytes stay counted either way.
+        if let Some(ports) = rules.mtty_header {
+            let header = super::mtty::MTTY_HEADER_LEN;
+            if pos < header
+                && f.data.len() >= header
+                && !super::mtty::header_is_valid(&f.data, ports)
+            {
+                return Err(errno(libc::EFAULT));
+            }
+        }
+        Ok(data.len())
+    }
+
+    /// `mtty_precopy_ioctl()` (a resuming fd has no ioctl: ENOTTY, as `vfs_ioctl()` answers).
+    pub(crate) fn precopy_info(&self) -> io::Result<(u64, u64)> {
+        if self.resuming {
+            return Err(errno(libc::ENOTTY));
+        }
+        let m = &mut *lock(&self.mig);
+        if !m.core.state.is_pre_copy() {
+            return Err(errno(libc::EINVAL));
+        }
+        let f = self.saving_file(&mut m.core)?;
+        let initial = f.initial.saturating_sub(f.pos);
+        let dirty = f.data.len().saturating_sub(f.pos.max(f.initial));
+        Ok((initial as u64, dirty as u64))
     }
 }
 
@@ -373,9 +553,12 @@ mod tests {
     #[test]
     fn blocked_and_unsupported_arcs_are_refused() {
         let all = F::STOP_COPY | F::P2P | F::PRE_COPY;
-        // STOP_COPY -> PRE_COPY is blocked: Linux's loop would spin on ERROR here.
+        // vfio_from_fsm_table[STOP_COPY][PRE_COPY] is ERROR: EINVAL.
         assert_eq!(next_state(S::StopCopy, S::PreCopy, all), None);
-        assert_eq!(next_state(S::Resuming, S::PreCopyP2p, all), None);
+        assert_eq!(next_state(S::StopCopy, S::PreCopyP2p, all), None);
+        // RESUMING reaches every state through STOP (vfio_from_fsm_table row RESUMING).
+        assert_eq!(next_state(S::Resuming, S::PreCopyP2p, all), Some(S::Stop));
+        assert_eq!(next_state(S::Resuming, S::PreCopy, all), Some(S::Stop));
         assert_eq!(next_state(S::Running, S::PreCopy, F::STOP_COPY), None);
         assert_eq!(next_state(S::Running, S::RunningP2p, F::STOP_COPY), None);
     }

@@ -12,7 +12,8 @@
 //! decode honoured; device-side raises that signal the bound eventfd, latch a vector pending,
 //! or are dropped as QEMU's devices drop them; the interrupt registers of QEMU's e1000e, so
 //! BAR writes raise real interrupts; counters of each; injected failures; and migration v2
-//! through a data fd.
+//! through a data fd. [`SimDevice::mtty`] is the lab's mtty mdev instead: its regions, UART
+//! registers, interrupts and migration stream.
 //!
 //! Share it as `Arc<SimDevice>`: hand a clone to the code under test (as
 //! `Arc<dyn VfioDevice>`) and keep one to raise vectors and read counters.
@@ -21,10 +22,22 @@
 //!
 //! Known, deliberate or not yet modelled (the conformance suite runs what it does model
 //! against the real kernel in the lab):
-//! - The migration data fd is a Unix socket pair, not an anonymous file: in PRE_COPY "nothing
-//!   more for now" reads as `EAGAIN` rather than `ENOMSG` (`MigrationDataFd::read_chunk` folds
-//!   both into `NothingMoreForNow`), a stale fd reads EOF rather than `ENODEV`, and the blob is
-//!   limited to [`SIM_MAX_BLOB`]. `VFIO_MIG_GET_PRECOPY_INFO` and `MIG_DATA_SIZE` are absent.
+//! - Migration follows mtty's driver (Linux v6.12.117 `samples/vfio-mdev/mtty.c`; see
+//!   `migration`'s module docs), with the kernel's state walk. The data fd is an in-process
+//!   handle, not a file: it answers `read`, `write` and `VFIO_MIG_GET_PRECOPY_INFO` as mtty's
+//!   file does (including the VFS's EBADF for the wrong direction and ENOTTY for the ioctl on a
+//!   resuming fd), but it cannot be polled, `pread` (ESPIPE in the kernel) or passed to
+//!   another process (`MigrationDataFd::as_file` is `None`). Allocation failures of the
+//!   driver's files (ENOMEM) are not modelled.
+//! - The generic profile's stream is the simulator's own (frames of an opaque blob of at most
+//!   [`SIM_MAX_BLOB`] bytes); its `MIG_DATA_SIZE` is one frame of the blob, and state changed
+//!   during PRE_COPY is reported as dirty bytes (mtty reports none).
+//! - The mtty profile ([`SimDevice::mtty`]) answers as mtty does, except: a BAR read wider than
+//!   a byte gets the register in the first byte of each 4/2/1-byte piece and 0 in the others
+//!   (mtty leaves them uninitialised); a config write to BAR0/BAR1 narrower than 4 bytes is
+//!   zero-extended (mtty reads past its piece); mtty's check of `num_irqs` from a
+//!   GET_INFO that was never made (every IRQ ioctl EINVAL) is not modelled; its no-op DMA
+//!   logging is not offered (the traits have no DMA logging).
 //! - Dynamic MSI-X is whatever the builder says; the kernel also requires MSI domain support.
 //! - A raw-flags request may pair one DATA type's flag with another type's payload.
 //! - A trigger fd is checked with one `fstat`, against the inode every eventfd shares. Linux
@@ -57,8 +70,11 @@ mod builder;
 mod config;
 mod e1000e;
 mod intx;
+mod iommu;
 mod irq;
 mod migration;
+mod migration_api;
+mod mtty;
 mod regions;
 
 use std::fs::File;
@@ -68,25 +84,30 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use pci_config::ConfigSpace;
 
-use crate::device::{VfioDevice, VfioMigration};
+use crate::device::VfioDevice;
 use crate::error::{errno, Error, Result};
 use crate::info::{
     DeviceFlags, DeviceInfo, BAR0_REGION_INDEX, CONFIG_REGION_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX,
 };
 use crate::irq_set::IrqSet;
-use crate::migration::{MigState, MigrationDataFd, MigrationFeatures};
 
 pub use builder::{DeviceModel, MsixMode, MsixPlacement, SimDeviceBuilder, SIM_MAX_BLOB};
 pub use e1000e::{
     ICR as E1000E_ICR, ICS as E1000E_ICS, IMC as E1000E_IMC, IMS as E1000E_IMS, IVAR as E1000E_IVAR,
 };
+pub use iommu::{lab_iommu_info, mediated_iommu_info, SimContainer, SimGroup, SimIommuCounters};
 pub use irq::RaiseOutcome;
-pub use migration::{ArcFailure, MigrationArc};
+pub use migration::{ArcFailure, MigrationArc, PreCopyEnd};
+pub use mtty::{
+    mtty_data_size, MTTY_CONFIG_SPACE_SIZE, MTTY_HEADER_LEN, MTTY_MAGIC, MTTY_PORT_LEN,
+};
+
+pub(crate) use migration::SimDataFd;
 
 use config::{BarResource, IrqContext, VfioConfig};
 use e1000e::E1000eRegs;
 use irq::IrqState;
-use migration::{ArcFault, MigSim};
+use migration::MigSim;
 
 const PAGE: u64 = 4096;
 
@@ -142,9 +163,13 @@ struct SimState {
     irq: IrqState,
     counters: SimCounters,
     faults: Faults,
-    migration: Option<MigSim>,
+    /// Shared with the device's migration data fds.
+    migration: Option<Arc<Mutex<MigSim>>>,
     /// The modelled device registers (QEMU's e1000e), if any.
     model: Option<E1000eRegs>,
+    /// The mtty profile's device ([`SimDevice::mtty`]): its regions, interrupts and
+    /// migration content replace vfio-pci's.
+    mtty: Option<Box<mtty::Mtty>>,
 }
 
 /// A simulated vfio-pci device. See the module docs.
@@ -303,68 +328,14 @@ impl SimDevice {
         self.lock().irq.fail_request = Some((vector, errno));
     }
 
-    /// Make every migration arc `from -> to` fail with `errno` until
-    /// [`SimDevice::clear_faults`], leaving the device as `leaves` says. The arc is one single
-    /// step of the kernel's walk, so a request that passes through it fails there too (after
-    /// the arcs before it were taken). Fails when the device does not support migration.
-    pub fn fail_migration_arc(
-        &self,
-        from: MigState,
-        to: MigState,
-        errno: i32,
-        leaves: ArcFailure,
-    ) -> Result<()> {
-        let mut s = self.lock();
-        let m = s
-            .migration
-            .as_mut()
-            .ok_or(Error::SimConfig("device does not support migration"))?;
-        m.fault = Some(ArcFault {
-            from,
-            to,
-            errno,
-            leaves,
-        });
-        Ok(())
-    }
-
-    /// Every single-state migration arc the device was asked to take, in order, failed ones
-    /// included (empty without migration support). A reset does not clear it.
-    pub fn migration_arcs(&self) -> Vec<MigrationArc> {
-        self.lock()
-            .migration
-            .as_ref()
-            .map(|m| m.arcs.clone())
-            .unwrap_or_default()
-    }
-
     /// Remove injected failures.
     pub fn clear_faults(&self) {
         let mut s = self.lock();
         s.faults = Faults::default();
         s.irq.fail_request = None;
         s.irq.fail_alloc = None;
-        if let Some(m) = s.migration.as_mut() {
-            m.fault = None;
-        }
-    }
-
-    /// The device-internal state migration saves and restores.
-    pub fn device_state_blob(&self) -> Option<Vec<u8>> {
-        self.lock().migration.as_ref().map(|m| m.blob.clone())
-    }
-
-    /// Change the device-internal state (the device doing work).
-    pub fn set_device_state_blob(&self, blob: Vec<u8>) -> Result<()> {
-        if blob.len() > SIM_MAX_BLOB {
-            return Err(Error::SimConfig("migration blob larger than SIM_MAX_BLOB"));
-        }
-        match self.lock().migration.as_mut() {
-            Some(m) => {
-                m.blob = blob;
-                Ok(())
-            }
-            None => Err(Error::SimConfig("device does not support migration")),
+        if let Some(m) = s.migration.as_ref() {
+            migration::lock(m).core.fault = None;
         }
     }
 }
@@ -392,6 +363,9 @@ impl VfioDevice for SimDevice {
             .map_err(err)?;
         let s = &mut *self.lock();
         s.counters.region_reads += 1;
+        if let Some(m) = s.mtty.as_mut() {
+            return m.region_read(index, offset, buf, &mut s.counters);
+        }
         s.irq.service_intx_unmask(&mut s.counters);
         if index == CONFIG_REGION_INDEX {
             let ctx = Self::irq_context(s);
@@ -409,6 +383,9 @@ impl VfioDevice for SimDevice {
             .map_err(err)?;
         let s = &mut *self.lock();
         s.counters.region_writes += 1;
+        if let Some(m) = s.mtty.as_mut() {
+            return m.region_write(index, offset, data, &mut s.counters);
+        }
         s.irq.service_intx_unmask(&mut s.counters);
         if index == CONFIG_REGION_INDEX {
             let ctx = Self::irq_context(s);
@@ -441,6 +418,11 @@ impl VfioDevice for SimDevice {
                     source: errno(e),
                 })
             }
+            // mtty validates and answers SET_IRQS its own way (mtty_set_irqs()).
+            _ if s.mtty.is_some() => s
+                .mtty
+                .as_mut()
+                .map_or(Ok(()), |m| m.set_irqs(set, &mut s.counters)),
             _ => set.validate(&self.info).and_then(|()| {
                 let max = self.info.irq(set.index).map_or(0, |i| i.count);
                 s.irq.apply(set, max, &mut s.counters)
@@ -461,6 +443,17 @@ impl VfioDevice for SimDevice {
     fn reset(&self) -> Result<()> {
         let s = &mut *self.lock();
         s.counters.resets += 1;
+        let reset_migration = |s: &SimState| {
+            if let Some(m) = s.migration.as_ref() {
+                migration::lock(m).core.reset();
+            }
+        };
+        if s.mtty.is_some() {
+            // mtty resets without the RESET flag: RUNNING, migration files disabled; its
+            // UART and interrupt state stay (mtty_reset()).
+            reset_migration(s);
+            return Ok(());
+        }
         // vfio_pci_ioctl_reset(): EINVAL unless the function could be reset at open.
         if !self.info.flags.contains(DeviceFlags::RESET) {
             return Err(Error::Reset(errno(libc::EINVAL)));
@@ -468,9 +461,7 @@ impl VfioDevice for SimDevice {
         // The device is put in D0, then reset; interrupts and vconfig stay as they are.
         s.config.set_power_state(0);
         self.device_reset(s)?;
-        if let Some(m) = s.migration.as_mut() {
-            m.reset();
-        }
+        reset_migration(s);
         Ok(())
     }
 }
@@ -550,34 +541,5 @@ impl SimDevice {
     fn function_reset(&self, s: &mut SimState) -> Result<()> {
         s.config.set_power_state(0);
         self.device_reset(s)
-    }
-}
-
-impl VfioMigration for SimDevice {
-    fn migration_features(&self) -> Result<Option<MigrationFeatures>> {
-        let s = &mut *self.lock();
-        s.counters.migration_queries += 1;
-        Ok(s.migration.as_ref().map(|m| m.features))
-    }
-
-    fn set_migration_state(&self, state: MigState) -> Result<Option<MigrationDataFd>> {
-        let s = &mut *self.lock();
-        s.counters.migration_set_state += 1;
-        match s.migration.as_mut() {
-            Some(m) => m.set_state(state),
-            None => Err(Error::SetMigrationState {
-                requested: state,
-                source: errno(libc::ENOTTY),
-            }),
-        }
-    }
-
-    fn migration_state(&self) -> Result<MigState> {
-        let s = &mut *self.lock();
-        s.counters.migration_queries += 1;
-        s.migration
-            .as_ref()
-            .map(|m| m.state)
-            .ok_or_else(|| Error::GetMigrationState(errno(libc::ENOTTY)))
     }
 }

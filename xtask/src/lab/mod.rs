@@ -72,12 +72,16 @@ type SuiteSpec = (&'static str, &'static str, u32, &'static str);
 /// The lab suites, in the order the guest runs them.
 const SUITES: &[SuiteSpec] = &[
     ("vfio-core", "lab_open", 300, ""),
+    ("vfio-core", "lab_iommu", 120, ""),
     // Prints the config spaces the simulator's lab profiles are built from.
     ("vfio-core", "lab_fixtures", 120, "--nocapture"),
     // The conformance suite: the scenarios `tests/conformance.rs` runs on the simulator.
     ("vfio-core", "lab_conformance", 600, ""),
-    // Seed 000 on the real kernel: prints `@@LAB-JSON` lines the table is made of.
+    // Seed 000 on the real kernel: prints `@@LAB-JSON` lines the table is made of. It opens
+    // the NVMe PF, so it runs while no VF exists (before lab_nvme creates its own).
     ("vfio-core", "lab_msix_growth", 600, "--nocapture"),
+    // A real NVMe VF through PassthroughDevice: provisioning, DMA, MSI-X, storm, teardown.
+    ("vmm-glue", "lab_nvme", 600, ""),
 ];
 
 /// Why the lab did not pass.

@@ -1,24 +1,58 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The kernel's migration tables and next-state rule, transcribed from Linux v6.12.117
-//! `drivers/vfio/vfio_main.c`, `vfio_mig_get_next_state()` (its `vfio_from_fsm_table` and
-//! `state_flags_table`), with the flag bits of `include/uapi/linux/vfio.h`.
+//! The kernel's migration v2 state machine: its tables and next-state rule, transcribed from
+//! Linux v6.12.117 `drivers/vfio/vfio_main.c`, `vfio_mig_get_next_state()` (its
+//! `vfio_from_fsm_table` and `state_flags_table`), with the flag bits of
+//! `include/uapi/linux/vfio.h`. This is the workspace's one copy: the simulated device walks
+//! it, and `migration-state`'s state machine is built on it.
 //!
-//! The tables are kept in the kernel's own order and indexed at compile time; compile-time
-//! checks prove the transcription complete and the rule terminating (see the parent module's
-//! "Termination").
+//! # The rule
+//!
+//! `vfio_mig_get_next_state(cur, new)` answers `-EINVAL` when `cur` (with a `WARN_ON`) or `new`
+//! is not a state the device's flags support (`state_flags_table`; `ERROR` needs all 32 bits of
+//! the flag word, which no in-tree driver sets). Otherwise it looks up
+//! `vfio_from_fsm_table[cur][new]` and, while that state is not `ERROR` and is unsupported,
+//! looks up `vfio_from_fsm_table[that][new]`. It answers that state, or `-EINVAL` if it is
+//! `ERROR`. Between supported states the only `ERROR` entries are `STOP_COPY` to `PRE_COPY`
+//! and `STOP_COPY` to `PRE_COPY_P2P`; `RESUMING` reaches every state through `STOP`.
+//!
+//! Drivers (Linux v6.12.117 `samples/vfio-mdev/mtty.c`, `mtty_set_state()`;
+//! `drivers/vfio/pci/mlx5/main.c`, `mlx5vf_pci_set_device_state()`) loop
+//! `while (state != new_state)`: ask for the next state, take that arc, record it. A refusal or
+//! a failed arc ends the loop with the device in the last state it reached.
+//!
+//! # Termination
+//!
+//! The kernel's skip loop stops as soon as it reaches `ERROR` (its condition tests for `ERROR`
+//! first), so it never spins on that entry; it could only spin on a cycle of unsupported
+//! states, and the table has none. The build checks it by constant evaluation: for every flag
+//! word whose known bits are any of the eight combinations, and for the all-ones word, the skip
+//! loop ends; for the four valid flag sets, every walk either reaches its target within
+//! [`MAX_ARCS`] arcs or is refused at its first step. A refused request is therefore refused
+//! before any arc is taken.
+//!
+//! The tables are kept in the kernel's own order and indexed at compile time; a compile-time
+//! check proves the transcription complete.
 
-use super::{MigrationFlags, State};
+use super::MigState as State;
 
 /// `VFIO_DEVICE_NUM_STATES` (`VFIO_DEVICE_STATE_PRE_COPY_P2P + 1`).
-const NUM_STATES: usize = 8;
+pub const NUM_STATES: usize = 8;
 
 /// `VFIO_MIGRATION_STOP_COPY` (`include/uapi/linux/vfio.h`).
-pub(super) const VFIO_MIGRATION_STOP_COPY: u32 = 1 << 0;
+pub const VFIO_MIGRATION_STOP_COPY: u32 = 1 << 0;
 /// `VFIO_MIGRATION_P2P`.
-pub(super) const VFIO_MIGRATION_P2P: u32 = 1 << 1;
+pub const VFIO_MIGRATION_P2P: u32 = 1 << 1;
 /// `VFIO_MIGRATION_PRE_COPY`.
-pub(super) const VFIO_MIGRATION_PRE_COPY: u32 = 1 << 2;
+pub const VFIO_MIGRATION_PRE_COPY: u32 = 1 << 2;
+
+/// The four flag words a device can have (`STOP_COPY` is mandatory).
+pub const EVERY_FLAG_SET: [u32; 4] = [
+    VFIO_MIGRATION_STOP_COPY,
+    VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P,
+    VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_PRE_COPY,
+    VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P | VFIO_MIGRATION_PRE_COPY,
+];
 
 /// `vfio_from_fsm_table`, row by row and entry by entry in the order of the kernel's
 /// designated initializers: `(cur, [(new, next)])` reads
@@ -191,26 +225,15 @@ const _: () = assert!(
     "vfio_from_fsm_table or state_flags_table transcription has a hole or a duplicate"
 );
 
-impl State {
-    /// This state's index in the kernel's tables: its number, always below [`NUM_STATES`].
-    pub(super) const fn index(self) -> usize {
-        self as usize
-    }
-
-    pub(super) const fn is_error(self) -> bool {
-        matches!(self, State::Error)
-    }
-}
-
 /// `(state_flags_table[state] & migration_flags) == state_flags_table[state]`.
-pub(super) const fn kernel_supports(migration_flags: u32, state: State) -> bool {
+pub const fn kernel_supports(migration_flags: u32, state: State) -> bool {
     let needs = STATE_FLAGS_TABLE[state.index()];
     needs & migration_flags == needs
 }
 
 /// What `vfio_mig_get_next_state()` answers.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum KernelHop {
+pub enum KernelHop {
     /// 0, with `*next_fsm` set to this state.
     Next(State),
     /// `-EINVAL` (and a `WARN_ON`): `cur_fsm` is not valid for the device.
@@ -220,17 +243,13 @@ pub(super) enum KernelHop {
     /// `-EINVAL`: the table walk ended on `VFIO_DEVICE_STATE_ERROR`.
     ReachedError,
     /// The kernel's skip loop would never end: it went round a cycle of unsupported states.
-    /// [`KERNEL_RULES_TERMINATE`] proves this never happens.
+    /// A compile-time check (see the module docs, "Termination") proves this never happens.
     Spins,
 }
 
 /// Linux v6.12.117 `vfio_mig_get_next_state()`, over the transcribed tables, for a device
 /// whose `migration_flags` is `migration_flags`.
-pub(super) const fn vfio_mig_get_next_state(
-    migration_flags: u32,
-    cur: State,
-    new: State,
-) -> KernelHop {
+pub const fn vfio_mig_get_next_state(migration_flags: u32, cur: State, new: State) -> KernelHop {
     if !kernel_supports(migration_flags, cur) {
         return KernelHop::CurrentUnsupported;
     }
@@ -241,7 +260,7 @@ pub(super) const fn vfio_mig_get_next_state(
     // unsupported state towards the same target.
     let mut next = FROM_FSM_TABLE[cur.index()][new.index()];
     let mut skipped = 0;
-    while !next.is_error() && !kernel_supports(migration_flags, next) {
+    while !matches!(next, State::Error) && !kernel_supports(migration_flags, next) {
         // Skipping NUM_STATES times visits more unsupported states than exist, so the kernel
         // is going round a cycle it never leaves.
         if skipped == NUM_STATES {
@@ -250,7 +269,7 @@ pub(super) const fn vfio_mig_get_next_state(
         next = FROM_FSM_TABLE[next.index()][new.index()];
         skipped += 1;
     }
-    if next.is_error() {
+    if matches!(next, State::Error) {
         KernelHop::ReachedError
     } else {
         KernelHop::Next(next)
@@ -259,7 +278,7 @@ pub(super) const fn vfio_mig_get_next_state(
 
 /// The most arcs any request takes: a simple walk visits each of the seven valid states at
 /// most once.
-pub(super) const MAX_ARCS: usize = NUM_STATES - 1;
+pub const MAX_ARCS: usize = NUM_STATES - 1;
 
 /// What the drivers' loop makes of a request when every arc succeeds, for the compile-time
 /// check.
@@ -316,8 +335,8 @@ const KERNEL_RULES_TERMINATE: bool = {
         w += 1;
     }
     let mut f = 0;
-    while f < MigrationFlags::EVERY_SET.len() {
-        let flags = MigrationFlags::EVERY_SET[f].migration_flags();
+    while f < EVERY_FLAG_SET.len() {
+        let flags = EVERY_FLAG_SET[f];
         let mut from = 0;
         while from < NUM_STATES {
             let mut to = 0;
@@ -338,3 +357,73 @@ const _: () = assert!(
     KERNEL_RULES_TERMINATE,
     "the transcribed kernel rule spins, or a walk is refused midway or loops"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: u32 = VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_P2P | VFIO_MIGRATION_PRE_COPY;
+
+    fn next(flags: u32, cur: State, new: State) -> Option<State> {
+        match vfio_mig_get_next_state(flags, cur, new) {
+            KernelHop::Next(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn resuming_reaches_the_pre_copy_states_through_stop() {
+        // vfio_from_fsm_table[RESUMING][PRE_COPY] and [PRE_COPY_P2P] are STOP.
+        assert_eq!(
+            next(ALL, State::Resuming, State::PreCopy),
+            Some(State::Stop)
+        );
+        assert_eq!(
+            next(ALL, State::Resuming, State::PreCopyP2p),
+            Some(State::Stop)
+        );
+        assert_eq!(
+            next(ALL, State::Stop, State::PreCopyP2p),
+            Some(State::RunningP2p)
+        );
+    }
+
+    #[test]
+    fn only_stop_copy_blocks_the_pre_copy_states() {
+        for cur in State::ALL {
+            for new in [State::PreCopy, State::PreCopyP2p] {
+                let hop = vfio_mig_get_next_state(ALL, cur, new);
+                let blocked = matches!(hop, KernelHop::ReachedError);
+                assert_eq!(
+                    blocked,
+                    cur == State::StopCopy,
+                    "{cur:?} -> {new:?}: {hop:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn error_is_never_a_valid_state_and_skips_follow_the_table() {
+        assert!(matches!(
+            vfio_mig_get_next_state(ALL, State::Running, State::Error),
+            KernelHop::RequestedUnsupported
+        ));
+        assert!(matches!(
+            vfio_mig_get_next_state(ALL, State::Error, State::Running),
+            KernelHop::CurrentUnsupported
+        ));
+        // vfio_from_fsm_table[RUNNING][STOP] is RUNNING_P2P; without P2P the kernel follows
+        // vfio_from_fsm_table[RUNNING_P2P][STOP], which is STOP.
+        assert_eq!(
+            next(VFIO_MIGRATION_STOP_COPY, State::Running, State::Stop),
+            Some(State::Stop)
+        );
+        assert_eq!(
+            next(ALL, State::Running, State::Stop),
+            Some(State::RunningP2p)
+        );
+        assert!(!kernel_supports(VFIO_MIGRATION_STOP_COPY, State::PreCopy));
+        assert!(kernel_supports(!0, State::Error));
+    }
+}
