@@ -12,7 +12,7 @@ use crate::info::{
 };
 use crate::irq_set::IrqSet;
 
-/// Where QEMU's NVMe VF keeps its MSI-X table in BAR0 [QEMU].
+/// Where QEMU's NVMe VF keeps its MSI-X table in BAR0 \[QEMU\].
 const TABLE: u64 = 0x2000;
 
 /// The VF's shape: RESET and PCI; one 64-bit BAR of 16 KiB, mmappable, holding the MSI-X

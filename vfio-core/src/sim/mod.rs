@@ -62,8 +62,22 @@
 //!   D3hot only (no D3cold, runtime PM or `needs_pm_restore`); `vfio_bar_restore()` (reset
 //!   detection on COMMAND writes) never has anything to restore.
 //! - The REQ eventfd is signalled by [`SimDevice::request`] and the ERR eventfd by
-//!   [`SimDevice::aer_error`]: there is no device removal or AER to do it.
-//! - Delivery is synchronous: no workqueue, no interrupt throttling.
+//!   [`SimDevice::aer_error`]: there is no device removal or AER to do it (the lab's
+//!   `vmm-glue/lab_nvme` removes a real VF; the conformance suite does not).
+//! - INTx is modelled for devices that mask with COMMAND's INTx Disable (`pci_2_3`, every QEMU
+//!   device): no irqchip masking, no `nointx` quirk, no ENODEV for a function without an IRQ.
+//! - MSI: a device message with no trigger bound is dropped; in the kernel the freed vector's
+//!   message is zeroed and the device's write to address 0 is blocked by the IOMMU (seen in
+//!   the lab). Per-vector MSI masking bits reach the device's registers but gate nothing. A
+//!   latched MSI-X vector is delivered when its trigger is bound whatever Bus Master says.
+//! - Capabilities no lab device has (vendor-specific, AF, VPD, PCI-X, hidden ones and the
+//!   extended ones but AER and DSN) follow the kernel's tables in the config model and its unit
+//!   tests, but no lab scenario has checked them; neither has DEVCTL2.
+//! - QEMU 7.2's e1000e throttles interrupts (ITR/EITR) and aborts when MSI-X is enabled or
+//!   disabled while a throttling timer runs; the model sends every interrupt at once and never
+//!   aborts, so the scenarios wait before switching interrupt types (the `\[QEMU\]` notes).
+//! - Delivery is synchronous (no workqueue), except the INTx unmask eventfd, which a thread
+//!   serves as the kernel's virqfd is served from the eventfd's wakeup.
 
 mod build;
 mod builder;

@@ -41,7 +41,7 @@ pub fn read_only_header_fields(s: &Subject) -> Outcome {
 }
 
 /// BAR sizing on the virtual BARs: all-ones reads back the size mask with the BAR's flags
-/// (BAR0/1 0x20000 memory, BAR2 0x20 I/O, BAR3 0x4000 memory [QEMU sizes]); the unused BARs
+/// (BAR0/1 0x20000 memory, BAR2 0x20 I/O, BAR3 0x4000 memory \[QEMU sizes\]); the unused BARs
 /// and the absent ROM read 0; the original values come back.
 pub fn bar_sizing(s: &Subject) -> Outcome {
     let want = [
@@ -152,7 +152,7 @@ pub fn msix_control_is_read_only(s: &Subject) -> Outcome {
 /// PCIe DEVCTL: Max Payload Size and Max Read Request Size are vfio-pci's virtual copies and
 /// read back what the user wrote; Phantom Functions is never written; the other bits go to the
 /// device, and QEMU 7.2's e1000e keeps none of them (an error-reporting enable reads back 0)
-/// [QEMU]. The e1000e has no FLR.
+/// \[QEMU\]. The e1000e has no FLR.
 pub fn pcie_devctl(s: &Subject) -> Outcome {
     let cap = find_cap(s, CAP_EXP)?;
     let devcap = s.config_read(cap + 4, 4)?;
@@ -204,7 +204,7 @@ pub fn power_state_d3hot_disables_memory(s: &Subject) -> Outcome {
 
 /// The config region is the function's whole 4 KiB: the last dword reads, a read past the end
 /// is EINVAL (checked by the trait before the kernel sees it); the extended capability list
-/// starts with AER (ID 1, version 2) [QEMU].
+/// starts with AER (ID 1, version 2) \[QEMU\].
 pub fn config_bounds_and_extended_header(s: &Subject) -> Outcome {
     let size = s
         .dev()

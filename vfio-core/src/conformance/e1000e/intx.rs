@@ -3,7 +3,7 @@
 //! INTx on the e1000e (Linux v6.12.117 drivers/vfio/pci/vfio_pci_intrs.c: vfio_intx_handler(),
 //! vfio_pci_intx_unmask_handler(), vfio_send_intx_eventfd(); vfio_pci_config.c,
 //! vfio_basic_config_write() "Emulate INTx disable"). The line is the e1000e's: asserted
-//! while ICR & IMS has TXDW [QEMU]; writing ICR = ~0 deasserts it.
+//! while ICR & IMS has TXDW \[QEMU\]; writing ICR = ~0 deasserts it.
 
 use super::{set_command, INTX_DISABLE, TXDW};
 use super::{ICR, ICS, IMC, IMS};

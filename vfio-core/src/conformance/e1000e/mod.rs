@@ -8,10 +8,10 @@
 //! (0xE4) maps the RXQ0, RXQ1, TXQ0, TXQ1 and OTHER causes (ICR bits 20-24) to MSI-X vectors
 //! 0-4 with 0x000CBA98; IMS (0xD0) enables causes, IMC (0xD8) disables them; ICR (0xC0) is
 //! cleared by writing ones, ICS (0xC8) sets causes. INTx is asserted while ICR & IMS is
-//! non-zero; MSI and MSI-X messages need COMMAND's Bus Master [QEMU]. QEMU 7.2's e1000e aborts
+//! non-zero; MSI and MSI-X messages need COMMAND's Bus Master \[QEMU\]. QEMU 7.2's e1000e aborts
 //! if MSI-X is disabled while its 128 us throttling timer runs, so a scenario waits
 //! ([`Subject::wait_settle`]) after the last MSI-X interrupt before disabling MSI-X, and
-//! [`run`](super::run) waits before closing the device [QEMU].
+//! [`run`](super::run) waits before closing the device \[QEMU\].
 
 mod config;
 mod intx;

@@ -154,7 +154,7 @@ pub fn bar_bounds(s: &Subject) -> Outcome {
 }
 
 /// MSI from the device: with Bus Master on an ICS write raising an enabled cause signals the
-/// MSI eventfd, once; with Bus Master off the message is not sent [QEMU]. (With MSI
+/// MSI eventfd, once; with Bus Master off the message is not sent \[QEMU\]. (With MSI
 /// de-assigned by fd -1 the kernel zeroes the device's message, and a device interrupt
 /// becomes a DMA write to address 0 that the IOMMU blocks: observed in the lab, not asserted
 /// here; the simulator drops it.)
@@ -181,8 +181,8 @@ pub fn msi_device_interrupt(s: &Subject) -> Outcome {
 }
 
 /// MSI-X from the device: each queue cause arrives on the vector IVAR maps it to, once; with
-/// Bus Master off nothing arrives [QEMU]. With MSI-X disabled the device signals INTx
-/// instead and latches no MSI-X vector: enabling MSI-X afterwards delivers nothing [QEMU].
+/// Bus Master off nothing arrives \[QEMU\]. With MSI-X disabled the device signals INTx
+/// instead and latches no MSI-X vector: enabling MSI-X afterwards delivers nothing \[QEMU\].
 pub fn msix_device_interrupts_need_bus_master(s: &Subject) -> Outcome {
     let sig = Signals::many(VECTORS)?;
     let t = Signals::new()?;
@@ -229,7 +229,7 @@ pub fn msix_device_interrupts_need_bus_master(s: &Subject) -> Outcome {
 /// interrupt line, the MSI-X capability) reads as before, MSI-X stays enabled with its
 /// triggers, and device interrupts keep working. The kernel resets the e1000e with a PM reset
 /// (it has no FLR), which QEMU 7.2's e1000e ignores: its registers (IMS) keep their values
-/// [QEMU, seen in the lab].
+/// \[QEMU, seen in the lab\].
 pub fn reset_keeps_interrupts(s: &Subject) -> Outcome {
     let sig = Signals::many(VECTORS)?;
     bus_master(s, true)?;
