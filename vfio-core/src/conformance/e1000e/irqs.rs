@@ -335,49 +335,35 @@ pub fn msix_dynamic_growth(s: &Subject) -> Outcome {
 }
 
 /// One interrupt type at a time (vfio_pci_set_intx_trigger(), vfio_pci_set_msi_trigger():
-/// EINVAL while another type is enabled): INTx, then MSI-X, then MSI.
+/// EINVAL while another type is enabled): with each of INTx, MSI-X and MSI enabled, enabling or
+/// disabling another type, or masking INTx, is EINVAL and leaves it enabled.
 pub fn index_switching(s: &Subject) -> Outcome {
     let d = s.dev();
     let a = Signals::new()?;
-    let one = || vec![Some(a.raw())];
-    d.set_irqs(&IrqSet::eventfds(INTX_IRQ_INDEX, 0, vec![None]))?;
-    expect_errno(
-        d.set_irqs(&IrqSet::eventfds(MSIX_IRQ_INDEX, 0, one())),
-        libc::EINVAL,
-    )?;
-    expect_errno(
-        d.set_irqs(&IrqSet::eventfds(MSI_IRQ_INDEX, 0, one())),
-        libc::EINVAL,
-    )?;
-    // Disabling another index is EINVAL too, and leaves INTx enabled.
-    expect_errno(d.set_irqs(&IrqSet::disable(MSIX_IRQ_INDEX)), libc::EINVAL)?;
-    d.set_irqs(&IrqSet::disable(INTX_IRQ_INDEX))?;
-    d.set_irqs(&IrqSet::eventfds(MSIX_IRQ_INDEX, 0, one()))?;
-    expect_errno(
-        d.set_irqs(&IrqSet::eventfds(INTX_IRQ_INDEX, 0, one())),
-        libc::EINVAL,
-    )?;
-    expect_errno(
-        d.set_irqs(&IrqSet::eventfds(MSI_IRQ_INDEX, 0, one())),
-        libc::EINVAL,
-    )?;
-    expect_errno(
-        d.set_irqs(&IrqSet::mask(INTX_IRQ_INDEX, 0, 1, true)),
-        libc::EINVAL,
-    )?;
-    d.set_irqs(&IrqSet::disable(MSIX_IRQ_INDEX))?;
-    d.set_irqs(&IrqSet::eventfds(MSI_IRQ_INDEX, 0, one()))?;
-    expect_errno(
-        d.set_irqs(&IrqSet::eventfds(MSIX_IRQ_INDEX, 0, one())),
-        libc::EINVAL,
-    )?;
-    expect_errno(
-        d.set_irqs(&IrqSet::eventfds(INTX_IRQ_INDEX, 0, one())),
-        libc::EINVAL,
-    )?;
-    d.set_irqs(&IrqSet::fire(MSI_IRQ_INDEX, 0, 1))?;
-    ensure_eq!(a.wait_for(1, s.deadline())?, 1, "MSI loopback");
-    d.set_irqs(&IrqSet::disable(MSI_IRQ_INDEX))?;
+    let types = [INTX_IRQ_INDEX, MSIX_IRQ_INDEX, MSI_IRQ_INDEX];
+    for active in types {
+        // INTx with no eventfd, the others with one.
+        let fd = (active != INTX_IRQ_INDEX).then(|| a.raw());
+        d.set_irqs(&IrqSet::eventfds(active, 0, vec![fd]))?;
+        for other in types.into_iter().filter(|&t| t != active) {
+            let enable = IrqSet::eventfds(other, 0, vec![Some(a.raw())]);
+            expect_errno(d.set_irqs(&enable), libc::EINVAL)?;
+            expect_errno(d.set_irqs(&IrqSet::disable(other)), libc::EINVAL)?;
+        }
+        if active != INTX_IRQ_INDEX {
+            let mask = IrqSet::mask(INTX_IRQ_INDEX, 0, 1, true);
+            expect_errno(d.set_irqs(&mask), libc::EINVAL)?;
+            // Still enabled: a loopback reaches its eventfd.
+            let before = a.count()?;
+            d.set_irqs(&IrqSet::fire(active, 0, 1))?;
+            ensure_eq!(
+                a.wait_for(before + 1, s.deadline())?,
+                before + 1,
+                "index {active}"
+            );
+        }
+        d.set_irqs(&IrqSet::disable(active))?;
+    }
     Ok(())
 }
 
