@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! [`DirtyTracker`] on the simulated container: which source it picks and what a report holds.
-//! The devices here are test doubles of the DMA-logging feature, which neither the simulated
-//! devices nor the lab's real ones have (the lab checks that real devices without it answer
-//! ENOTTY and the tracker falls back to the container: `tests/lab_iommu.rs`).
+//! Most devices here are test doubles of the DMA-logging feature: of the simulated devices only
+//! the mtty profile has it, and as mtty's it logs nothing (the lab checks that real vfio-pci
+//! devices answer ENOTTY and the tracker falls back to the container: `tests/lab_iommu.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -145,4 +145,33 @@ fn a_device_that_fails_to_start_logging_leaves_nothing_started() {
         !a.state.lock().unwrap().0,
         "the first device's logging was stopped again"
     );
+}
+
+/// The simulated devices: an mtty logs (and reports nothing), a vfio-pci device does not. A VM
+/// of mttys only gets their empty logs; one with a vfio-pci device among them gets the
+/// container's every mapped page.
+#[test]
+fn simulated_mttys_log_nothing_and_a_vfio_pci_device_brings_the_container_back() {
+    use vfio_core::sim::SimDevice;
+    let (c, _g) = container();
+    let mtty: Arc<dyn DmaLogging> = Arc::new(SimDevice::mtty(2).unwrap());
+    let mtty2: Arc<dyn DmaLogging> = Arc::new(SimDevice::mtty(2).unwrap());
+    let t = DirtyTracker::start(c.clone(), vec![mtty.clone(), mtty2]).unwrap();
+    assert_eq!(t.source(), DirtySource::DeviceLogs);
+    let mut bits = [1u64 << 9];
+    t.report(0, &mut bits).unwrap();
+    assert_eq!(bits, [1 << 9], "only the VMM's own page");
+    t.stop().unwrap();
+
+    let pci: Arc<dyn DmaLogging> = Arc::new(SimDevice::builder(0x8086, 0x10d3).build().unwrap());
+    let t = DirtyTracker::start(c, vec![mtty, pci]).unwrap();
+    assert_eq!(t.source(), DirtySource::Container);
+    let mut bits = [0u64, 1 << 3];
+    t.report(0, &mut bits).unwrap();
+    assert_eq!(
+        bits,
+        [u64::MAX, 1 << 3],
+        "64 mapped pages, and the VMM's page 67"
+    );
+    t.stop().unwrap();
 }
