@@ -9,7 +9,7 @@ use irq_routing::{IntxLine, MsiMessage, Router};
 use migration_state::GuestNotice;
 use pci_config::Command;
 use vfio_core::info::CONFIG_REGION_INDEX;
-use vfio_core::{MsixTriggers, VfioDevice, VfioMigration};
+use vfio_core::{DmaLogging, MsixTriggers, VfioDevice, VfioMigration};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bars::Bars;
@@ -104,6 +104,8 @@ pub struct PassthroughDevice {
     pub(crate) opts: DeviceOptions,
     pub(crate) dev: Arc<dyn VfioDevice>,
     pub(crate) mig: Option<Arc<dyn VfioMigration>>,
+    /// The device's DMA logging, for dirty-page tracking ([`crate::live_migration::DirtyLog`]).
+    pub(crate) dma_logging: Option<Arc<dyn DmaLogging>>,
     pub(crate) notice: Option<GuestNotice>,
     pub(crate) router: Arc<Router>,
     pub(crate) cfg: ConfigEmu,
@@ -183,6 +185,7 @@ impl PassthroughDevice {
             opts,
             dev,
             mig: None,
+            dma_logging: None,
             notice,
             router: vm.router.clone(),
             cfg,
