@@ -161,6 +161,17 @@ fn pre_copy_iterates_until_precopy_info_reports_nothing_left() {
     assert_eq!(dst_sim.device_state_blob().unwrap(), b"final");
     assert_eq!(dst.device_migration_state().unwrap(), Some(State::Running));
     assert_eq!(dst.save(), src.save());
+    // The whole config space reads the same, COMMAND (the device's) included, so the BARs
+    // decode where the guest put them.
+    let view = |d: &PassthroughDevice| -> Vec<u32> {
+        (0..64)
+            .map(|i| scripted_guest::config_read_u32(d, 4 * i))
+            .collect()
+    };
+    assert_eq!(view(&dst), view(&src));
+    assert_eq!(scripted_guest::config_read_u16(&dst, 4) & 7, 7);
+    assert_eq!(dst.bar_address(0), src.bar_address(0));
+    assert!(dst.bar_address(0).is_some());
     let restore = done.restore.unwrap();
     assert_eq!(restore.gsi_routing_commits, 1);
     assert_eq!(restore.set_irqs_per_device, [1]);

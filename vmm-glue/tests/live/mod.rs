@@ -292,3 +292,106 @@ pub fn guest_boots(dev: &mut PassthroughDevice) {
 pub fn ms(s: migration_state::State) -> MigState {
     s.to_device_state()
 }
+
+/// mtty's UART registers (`include/uapi/linux/serial_reg.h`), port `p` behind I/O BAR `p`.
+pub mod uart {
+    use vm_device::bus::PioAddress;
+    use vm_device::MutDevicePio;
+    use vmm_glue::PassthroughDevice;
+
+    const TX: u64 = 0;
+    const IER: u64 = 1;
+    const FCR: u64 = 2;
+    const LCR: u64 = 3;
+    const MCR: u64 = 4;
+    const LSR: u64 = 5;
+    const SCR: u64 = 7;
+
+    /// What [`program`] queues in each port's FIFO (mtty loops TX back into its RX FIFO).
+    pub const TEXT: [&[u8]; 2] = [b"hi", b"xyz"];
+
+    fn base(dev: &PassthroughDevice, port: u8) -> u64 {
+        dev.bar_address(port)
+            .expect("the guest placed the port's I/O BAR")
+    }
+
+    fn put(dev: &mut PassthroughDevice, port: u8, reg: u64, value: u8) {
+        let at = base(dev, port) + reg;
+        dev.pio_write(PioAddress(at as u16), 0, &[value]);
+    }
+
+    fn get(dev: &mut PassthroughDevice, port: u8, reg: u64) -> u8 {
+        let at = base(dev, port) + reg;
+        let mut b = [0u8];
+        dev.pio_read(PioAddress(at as u16), 0, &mut b);
+        b[0]
+    }
+
+    /// The guest's driver programs both ports through the I/O BARs: FIFO enabled and cleared,
+    /// [`TEXT`] queued, then LCR, MCR, IER and SCR set (distinct values per port).
+    pub fn program(dev: &mut PassthroughDevice) {
+        for port in 0..2u8 {
+            put(dev, port, FCR, 0x07);
+            for &b in TEXT[usize::from(port)] {
+                put(dev, port, TX, b);
+            }
+            put(dev, port, LCR, 0x03 | port << 3);
+            put(dev, port, MCR, 0x08 | port);
+            put(dev, port, IER, 0x00);
+            put(dev, port, SCR, 0x5a ^ port.wrapping_mul(0xff));
+        }
+    }
+
+    /// The registers a read does not change, per port: LCR, MCR, IER, SCR, LSR.
+    pub fn registers(dev: &mut PassthroughDevice) -> Vec<u8> {
+        let mut out = Vec::new();
+        for port in 0..2u8 {
+            for reg in [LCR, MCR, IER, SCR, LSR] {
+                out.push(get(dev, port, reg));
+            }
+        }
+        out
+    }
+
+    /// Pops `n` bytes of port `port`'s FIFO, then its LSR.
+    pub fn drain(dev: &mut PassthroughDevice, port: u8, n: usize) -> Vec<u8> {
+        let mut out: Vec<u8> = (0..n).map(|_| get(dev, port, TX)).collect();
+        out.push(get(dev, port, LSR));
+        out
+    }
+}
+
+/// Lowercase hex of `bytes`, and back (the destination process reports its state on stdout).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// A reader that counts the bytes it passed on.
+pub struct CountingRead<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R> CountingRead<R> {
+    pub fn new(inner: R) -> Self {
+        CountingRead { inner, bytes: 0 }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for CountingRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
