@@ -274,16 +274,18 @@ impl Received {
     /// [`Loaded::run`].
     ///
     /// # Errors
-    /// [`Error::DeviceMismatch`] with nothing done (the devices stay in `RESUMING`), or
-    /// [`Error::MigrationFailed`] around what failed, every device reset.
+    /// [`Error::MigrationFailed`] around what failed ([`Error::DeviceMismatch`] for devices
+    /// that are not the migration's), every device reset.
     pub fn resume(
-        self,
+        mut self,
         devices: &mut [&mut PassthroughDevice],
         strategy: Strategy,
     ) -> Result<DestinationReport> {
         {
             let shared: Vec<&PassthroughDevice> = devices.iter().map(|d| &**d).collect();
-            check_same(&self.stage.members, &shared)?;
+            if let Err(e) = check_same(&self.stage.members, &shared) {
+                return Err(self.stage.roll_back(e));
+            }
         }
         let mut loaded = self.load()?;
         let restore = match devices.first().map(|d| d.router().clone()) {
@@ -325,11 +327,13 @@ impl Loaded {
     /// `RUNNING_P2P`, then every device to `RUNNING`, those without P2P first.
     ///
     /// # Errors
-    /// [`Error::DeviceMismatch`] with nothing done, or [`Error::MigrationFailed`] around
-    /// [`Error::MigrationWalk`], every device reset.
+    /// [`Error::MigrationFailed`] around what failed ([`Error::DeviceMismatch`] for devices
+    /// that are not the migration's, [`Error::MigrationWalk`]), every device reset.
     pub fn run(mut self, devices: &[&PassthroughDevice]) -> Result<DestinationReport> {
-        check_same(&self.stage.members, devices)?;
         let stage = &mut self.stage;
+        if let Err(e) = check_same(&stage.members, devices) {
+            return Err(stage.roll_back(e));
+        }
         if let Err(e) = run_p2p_ordered(&mut stage.members, &mut stage.log) {
             return Err(stage.roll_back(e));
         }
