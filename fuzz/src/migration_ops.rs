@@ -13,11 +13,10 @@
 use migration_state::format::reseal;
 use migration_state::{DeviceState, FormatVersion};
 
-/// Runs one input. Panics on a violated property.
-pub fn run(data: &[u8]) {
-    let Some((&mode, stream)) = data.split_first() else {
-        return;
-    };
+/// An input's stream (resealed when mode bit 0 asks) and the newest version its reader takes
+/// (version 1 when mode bit 1 asks); `None` for an empty input.
+pub fn stream_and_reader(data: &[u8]) -> Option<(Vec<u8>, FormatVersion)> {
+    let (&mode, stream) = data.split_first()?;
     let mut bytes = stream.to_vec();
     if mode & 1 != 0 {
         reseal(&mut bytes);
@@ -26,6 +25,14 @@ pub fn run(data: &[u8]) {
         FormatVersion::V1
     } else {
         FormatVersion::CURRENT
+    };
+    Some((bytes, newest))
+}
+
+/// Runs one input. Panics on a violated property.
+pub fn run(data: &[u8]) {
+    let Some((bytes, newest)) = stream_and_reader(data) else {
+        return;
     };
     let decoded = DeviceState::decode_up_to(&bytes, newest);
 

@@ -4,8 +4,8 @@
 //!
 //! The accesses go to `vmm_glue`'s emulated [`MsixTable`], and every result is compared with a
 //! reference model written here from the access rules `vmm_glue::msix` documents: only aligned
-//! 4- and 8-byte accesses inside the table or PBA take effect, the PBA is read-only, only the
-//! mask bit of Vector Control is kept, ignored reads return zeros.
+//! 4- and 8-byte accesses inside the table or PBA take effect, a write meant for the PBA never
+//! reaches the table, only the mask bit of Vector Control is kept, ignored reads return zeros.
 //!
 //! Input: one byte of vector count (1..=256, scaled), then operations (see [`Op`]).
 
@@ -243,9 +243,22 @@ pub fn run(data: &[u8]) {
                 }
             }
             Op::WritePba { offset, data } => {
-                // The table model has no PBA write entry point (the PBA is read-only); the
-                // whole-state comparison below checks that nothing changed.
-                let _ = (offset, data);
+                // `MsixTable` has no PBA write entry point: the PBA's read-only rule is kept
+                // by vmm-glue's MMIO dispatch, which `passthrough_mmio` fuzzes. What the table
+                // must not do is take a PBA write for a table write: the write goes where the
+                // PBA sits in the usual layout, right after the table, and must be refused;
+                // the PBA then reads back as before (and the whole state is compared below).
+                let pba_before = model.pba_bytes();
+                let at = table.table_size().saturating_add(u64::from(*offset));
+                assert_eq!(
+                    table.write_table(at, data),
+                    None,
+                    "{op:?}: a write past the table's end was taken"
+                );
+                let mut buf = vec![0xa5u8; data.len()];
+                table.read_pba(u64::from(*offset), &mut buf);
+                let want = Model::read(&pba_before, u64::from(*offset), buf.len());
+                assert_eq!(buf, want, "{op:?}: the PBA read after the write");
             }
             Op::SetPending(v) => {
                 let v = usize::from(*v);

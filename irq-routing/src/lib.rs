@@ -15,7 +15,8 @@
 //!
 //! The hypervisor sits behind [`RoutingBackend`]: `KvmBackend` (feature
 //! `kvm`, default) and `MemoryBackend` (feature `test-utils`, which also
-//! brings `testing` for tests that need a real VM when `kvm` is on).
+//! brings `testing` when `kvm` is on: a real VM for tests, and one test body
+//! run on both backends with delivery observed through local APICs).
 //!
 //! # Rules
 //!
@@ -44,8 +45,10 @@
 //! - **Hot paths.** [`Router::route_state`], [`Router::route`] and
 //!   [`Router::snapshot`] read an `arc-swap` snapshot and never wait on a
 //!   commit. The snapshot is republished after every operation outside a
-//!   batch and whenever a guard ends; a route added inside a running batch
-//!   reads as [`RouteState::Staged`]. A lookup indexes by handle, and a
+//!   batch, when the outermost guard ends, and when a nested guard ends after
+//!   an update or a removal; a route added inside a running batch reads as
+//!   [`RouteState::Staged`] (published or not: a handle the snapshot does not
+//!   know is one issued after it). A lookup indexes by handle, and a
 //!   publication copies only the chunks of handles that changed, so neither
 //!   grows with the number of routes the VM holds.
 //!

@@ -143,7 +143,10 @@ pub(crate) struct SnapSlot {
 pub(crate) type Chunk = std::sync::Arc<[SnapSlot]>;
 
 /// A consistent, immutable view of every route, published after each
-/// operation that was not deferred and after each batch guard ends.
+/// operation that was not deferred, when the outermost batch guard ends, and
+/// when a nested guard ends after an update or a removal (routes added in a
+/// running batch appear with its commit; until then their handles read as
+/// [`RouteState::Staged`]).
 ///
 /// Readers get it lock-free from [`Router::snapshot`](crate::Router::snapshot)
 /// and never wait on a commit. Lookups index by handle (no search); the views
@@ -226,14 +229,13 @@ impl RouteSnapshot {
             })
     }
 
-    /// Replaces chunk `c`, adding empty chunks before it as needed.
-    pub(crate) fn set_chunk(&mut self, c: usize, chunk: Chunk) {
+    /// The views of chunk `c`, to change in place: the chunk is copied first if a reader (an
+    /// earlier snapshot) shares it, and empty chunks are added up to it as needed.
+    pub(crate) fn chunk_mut(&mut self, c: usize) -> Option<&mut [SnapSlot]> {
         while self.chunks.len() <= c {
             self.chunks
                 .push(std::iter::repeat_n(SnapSlot::default(), CHUNK_ROUTES).collect());
         }
-        if let Some(slot) = self.chunks.get_mut(c) {
-            *slot = chunk;
-        }
+        self.chunks.get_mut(c).map(std::sync::Arc::make_mut)
     }
 }

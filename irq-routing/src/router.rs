@@ -187,8 +187,15 @@ struct Inner {
     stats: RouterStats,
     /// The last published snapshot (its chunks are shared with the one readers hold).
     published: RouteSnapshot,
-    /// Snapshot chunks whose routes changed since the last publication (unsorted, may repeat).
+    /// Per snapshot chunk, a bit per slot whose route changed since the last publication
+    /// (bit `s % CHUNK_ROUTES` of word `s / CHUNK_ROUTES`).
+    stale_slots: Vec<u64>,
+    /// The chunks with a bit set in `stale_slots`, each listed once.
     stale_chunks: Vec<usize>,
+    /// An update or a removal inside the running batch is not published yet. (An addition
+    /// needs no publication before the commit: a handle the snapshot does not know reads as
+    /// `Staged`.)
+    republish: bool,
     /// While the outermost guard's commit builds its report: each settled route's outcome.
     report: Option<Vec<(RouteId, RouteState)>>,
 }
@@ -253,7 +260,9 @@ impl Router {
                 in_force: Vec::new(),
                 stats: RouterStats::default(),
                 published: RouteSnapshot::default(),
+                stale_slots: Vec::new(),
                 stale_chunks: Vec::new(),
+                republish: false,
                 report: None,
             }),
             snapshot: ArcSwap::default(),
@@ -390,6 +399,7 @@ impl Router {
             record.touched = true;
         }
         inner.mark_stale(id);
+        inner.republish = true;
         if userspace {
             // Only the message shown changed.
             if inner.depth == 0 {
@@ -423,6 +433,7 @@ impl Router {
         // A listed handle stays in `touched`: it names nothing any more and is skipped.
         let record = inner.routes.remove(id).ok_or(Error::UnknownRoute(id))?;
         inner.mark_stale(id);
+        inner.republish = true;
         if let Some(gsi) = record.gsi {
             if record.committed.is_none() && !record.attached {
                 // Never reached KVM: give the GSI back at once.
@@ -452,7 +463,8 @@ impl Router {
     }
 
     /// One route's view as of the last publication, lock-free. `None` means
-    /// the route has no KVM route to rely on.
+    /// the route has no KVM route to rely on (it is gone, or was added inside
+    /// a batch still running and is not published yet).
     pub fn route(&self, id: RouteId) -> Option<RouteView> {
         self.snapshot.load().get(id)
     }
@@ -522,7 +534,11 @@ impl Router {
         let mut inner = self.lock();
         inner.depth = inner.depth.saturating_sub(1);
         if inner.depth > 0 {
-            self.publish(&mut inner);
+            // Readers see the batch's updates and removals as staged now; its additions read
+            // as staged already, and are published with the commit.
+            if inner.republish {
+                self.publish(&mut inner);
+            }
             return Ok(None);
         }
         // Settling each touched route records its outcome (a removed route's handle, which may
@@ -542,6 +558,7 @@ impl Router {
     /// Publishes the routes as they stand: rebuilds only the snapshot chunks
     /// whose routes changed since the last publication and shares the others.
     fn publish(&self, inner: &mut Inner) {
+        inner.republish = false;
         inner.refresh_published();
         self.snapshot.store(Arc::new(inner.published.clone()));
     }
@@ -550,30 +567,44 @@ impl Router {
 impl Inner {
     /// Notes that `id`'s view changed (or it appeared or went), for the next publication.
     fn mark_stale(&mut self, id: RouteId) {
-        let chunk = id.slot() / CHUNK_ROUTES;
-        if self.stale_chunks.last() != Some(&chunk) {
-            self.stale_chunks.push(chunk);
+        let slot = id.slot();
+        let c = slot / CHUNK_ROUTES;
+        if self.stale_slots.len() <= c {
+            self.stale_slots.resize(c + 1, 0);
+        }
+        if let Some(word) = self.stale_slots.get_mut(c) {
+            if *word == 0 {
+                self.stale_chunks.push(c);
+            }
+            *word |= 1 << (slot % CHUNK_ROUTES);
         }
     }
 
-    /// Brings `published` up to date: the stale chunks are rebuilt from `routes`.
+    /// Brings `published` up to date: the views of the stale slots are rebuilt from `routes`,
+    /// in copies of their chunks (copy on write: the chunks readers hold stay as they were);
+    /// the other chunks stay shared.
     fn refresh_published(&mut self) {
-        let mut stale = std::mem::take(&mut self.stale_chunks);
-        stale.sort_unstable();
-        stale.dedup();
-        for c in stale.drain(..) {
-            let start = c.saturating_mul(CHUNK_ROUTES);
-            let slots = self.routes.slots.get(start..).unwrap_or_default();
-            let mut chunk = Vec::with_capacity(CHUNK_ROUTES);
-            chunk.extend(slots.iter().take(CHUNK_ROUTES).map(|s| SnapSlot {
-                generation: s.generation,
-                view: s.record.as_ref().map(Record::view),
-            }));
-            chunk.resize(CHUNK_ROUTES, SnapSlot::default());
-            self.published.set_chunk(c, chunk.into());
+        let slots = &self.routes.slots;
+        for c in self.stale_chunks.drain(..) {
+            let Some(word) = self.stale_slots.get_mut(c) else {
+                continue;
+            };
+            let mut bits = std::mem::take(word);
+            let Some(views) = self.published.chunk_mut(c) else {
+                continue;
+            };
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let slot = c * CHUNK_ROUTES + bit;
+                if let Some(view) = views.get_mut(bit) {
+                    *view = slots.get(slot).map_or(SnapSlot::default(), |s| SnapSlot {
+                        generation: s.generation,
+                        view: s.record.as_ref().map(Record::view),
+                    });
+                }
+            }
         }
-        // Keep the (now empty) buffer for the next round.
-        self.stale_chunks = stale;
         self.published.len = self.routes.len;
     }
 
@@ -611,14 +642,11 @@ impl Inner {
     /// removals' irqfd detaches, then staged irqfd attaches.
     fn flush(&mut self) -> Result<()> {
         // Every route this flush settles or undoes changes its view.
-        let mut stale = std::mem::take(&mut self.stale_chunks);
-        for id in &self.touched {
-            let chunk = id.slot() / CHUNK_ROUTES;
-            if stale.last() != Some(&chunk) {
-                stale.push(chunk);
+        for i in 0..self.touched.len() {
+            if let Some(&id) = self.touched.get(i) {
+                self.mark_stale(id);
             }
         }
-        self.stale_chunks = stale;
         let mut result = Ok(());
         if self.dirty {
             self.dirty = false;

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Router and batch behaviour on the in-memory backend.
+//! Router and batch behaviour that needs the in-memory backend: injected failures (refused
+//! commits, failed irqfd attaches and detaches), a short GSI range, and the route store's and
+//! snapshot's internals. What needs none of these runs on both backends in
+//! `tests/routing.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,8 +12,8 @@ use std::sync::Arc;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::{
-    BatchOutcome, Error, MemoryBackend, MemoryOp, MsiMessage, RouteEntry, RouteId, RouteState,
-    Router, UserspaceReason,
+    BatchOutcome, Error, MemoryBackend, MemoryOp, MsiMessage, RouteId, RouteState, Router,
+    UserspaceReason,
 };
 
 use super::{Record, RouteStore, LAST_GENERATION};
@@ -40,125 +43,6 @@ fn committed(router: &Router, id: RouteId) -> u32 {
 fn router_is_shareable() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Router>();
-}
-
-#[test]
-fn unbatched_add_commits_then_attaches_per_route() {
-    let (backend, router) = setup();
-    let fds: Vec<_> = (0..3).map(|_| irqfd()).collect();
-    let ids: Vec<_> = fds
-        .iter()
-        .enumerate()
-        .map(|(v, fd)| {
-            router
-                .add_msi_route(msi(v as u32), Some(fd.clone()))
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(backend.commits(), 3);
-    assert_eq!(backend.attaches(), 3);
-    assert_eq!(router.stats().commits, 3);
-    let table = backend.table();
-    assert_eq!(table.len(), 3);
-    for ((id, fd), v) in ids.iter().zip(&fds).zip(0u32..) {
-        let gsi = committed(&router, *id);
-        assert!(table.contains(&RouteEntry { gsi, msi: msi(v) }));
-        assert_eq!(backend.attached_gsi(fd), Some(gsi));
-    }
-    // GSIs for MSI start above the irqchip routes.
-    assert!(table.iter().all(|e| e.gsi >= 24));
-}
-
-#[test]
-fn batch_commits_once_and_attaches_after() {
-    let (backend, router) = setup();
-    let batch = router.batch();
-    let ids: Vec<_> = (0..65)
-        .map(|v| router.add_msi_route(msi(v), Some(irqfd())).unwrap())
-        .collect();
-    assert_eq!(backend.commits(), 0);
-    assert_eq!(backend.attaches(), 0);
-    assert!(ids
-        .iter()
-        .all(|id| router.route_state(*id) == Some(RouteState::Staged)));
-    let BatchOutcome::Committed(report) = batch.commit().unwrap() else {
-        panic!("outermost batch deferred");
-    };
-    assert!(report.committed);
-    assert_eq!(report.routes.len(), 65);
-    assert_eq!(backend.commits(), 1);
-    assert_eq!(backend.attaches(), 65);
-    assert_eq!(backend.table().len(), 65);
-    for id in &ids {
-        committed(&router, *id);
-    }
-}
-
-#[test]
-fn nested_and_cross_device_batches_commit_once() {
-    let (backend, router) = setup();
-    let vm_wide = router.batch();
-    for device in 0..4u32 {
-        let per_device = router.batch();
-        for v in 0..5 {
-            router
-                .add_msi_route(msi(device * 8 + v), Some(irqfd()))
-                .unwrap();
-        }
-        assert_eq!(per_device.commit().unwrap(), BatchOutcome::Deferred);
-    }
-    assert_eq!(backend.commits(), 0);
-    // A route added by another thread while the VM-wide batch is alive is
-    // staged as well.
-    std::thread::scope(|s| {
-        s.spawn(|| router.add_msi_route(msi(99), None).unwrap());
-    });
-    assert_eq!(backend.commits(), 0);
-    drop(vm_wide);
-    assert_eq!(backend.commits(), 1);
-    assert_eq!(backend.table().len(), 21);
-    assert_eq!(backend.attaches(), 20);
-}
-
-#[test]
-fn batch_without_change_issues_nothing() {
-    let (backend, router) = setup();
-    let id = router.add_msi_route(msi(1), Some(irqfd())).unwrap();
-    let (c, a) = (backend.commits(), backend.attaches());
-
-    let BatchOutcome::Committed(report) = router.batch().commit().unwrap() else {
-        panic!("outermost batch deferred");
-    };
-    assert!(!report.committed);
-
-    // Same message again, and a route added then removed inside one batch.
-    let batch = router.batch();
-    router.update_msi_route(id, msi(1)).unwrap();
-    let temp = router.add_msi_route(msi(2), Some(irqfd())).unwrap();
-    router.remove_route(temp).unwrap();
-    // Changed and changed back.
-    router.update_msi_route(id, msi(3)).unwrap();
-    router.update_msi_route(id, msi(1)).unwrap();
-    drop(batch);
-
-    assert_eq!((backend.commits(), backend.attaches()), (c, a));
-    assert_eq!(backend.detaches(), 0);
-    assert_eq!(router.gsis_in_use(), 1);
-    committed(&router, id);
-}
-
-#[test]
-fn update_recommits_without_touching_the_irqfd() {
-    let (backend, router) = setup();
-    let fd = irqfd();
-    let id = router.add_msi_route(msi(1), Some(fd.clone())).unwrap();
-    let gsi = committed(&router, id);
-    router.update_msi_route(id, msi(7)).unwrap();
-    assert_eq!(backend.commits(), 2);
-    assert_eq!(backend.attaches(), 1);
-    assert_eq!(backend.table(), vec![RouteEntry { gsi, msi: msi(7) }]);
-    assert_eq!(router.route(id).unwrap().msi, msi(7));
-    assert_eq!(backend.attached_gsi(&fd), Some(gsi));
 }
 
 #[test]
@@ -271,31 +155,6 @@ fn route_limit_is_a_typed_error_and_keeps_existing_routes() {
 }
 
 #[test]
-fn remove_detaches_then_frees_after_the_commit() {
-    let (backend, router) = setup();
-    let fd = irqfd();
-    let id = router.add_msi_route(msi(0), Some(fd.clone())).unwrap();
-    let gsi = committed(&router, id);
-
-    let batch = router.batch();
-    router.remove_route(id).unwrap();
-    // Staged: the GSI is still reserved and the irqfd still bound.
-    assert_eq!(router.gsis_in_use(), 1);
-    assert_eq!(backend.attached_gsi(&fd), Some(gsi));
-    assert!(matches!(
-        router.update_msi_route(id, msi(1)),
-        Err(Error::UnknownRoute(_))
-    ));
-    drop(batch);
-
-    assert_eq!(backend.detaches(), 1);
-    assert_eq!(backend.attached_gsi(&fd), None);
-    assert!(backend.table().is_empty());
-    assert_eq!(router.gsis_in_use(), 0);
-    assert_eq!(router.route_state(id), None);
-}
-
-#[test]
 fn failed_detach_keeps_the_gsi_reserved() {
     let (backend, router) = setup();
     let fd = irqfd();
@@ -305,34 +164,6 @@ fn failed_detach_keeps_the_gsi_reserved() {
     assert!(matches!(err, Error::IrqfdDetach { .. }));
     assert_eq!(router.gsis_in_use(), 1);
     assert_eq!(router.route_state(id), None);
-}
-
-#[test]
-fn snapshot_lags_the_batch_but_not_the_guards() {
-    let (_backend, router) = setup();
-    let old = router.add_msi_route(msi(0), None).unwrap();
-    let gsi = committed(&router, old);
-    let outer = router.batch();
-    let inner = router.batch();
-    router.update_msi_route(old, msi(5)).unwrap();
-    let new = router.add_msi_route(msi(1), None).unwrap();
-    // Until KVM has the new message, readers see the committed one.
-    assert_eq!(router.route(old).unwrap().msi, msi(0));
-    assert_eq!(router.route_state(new), Some(RouteState::Staged));
-    inner.commit().unwrap();
-    assert_eq!(router.route_state(old), Some(RouteState::Staged));
-    assert!(router.route(new).is_some());
-    drop(outer);
-    assert_eq!(router.route_state(old), Some(RouteState::Routed { gsi }));
-    assert_eq!(router.route(old).unwrap().msi, msi(5));
-}
-
-#[test]
-fn devid_is_kept_in_the_table() {
-    let (backend, router) = setup();
-    let m = msi(3).with_devid(0x0810);
-    router.add_msi_route(m, None).unwrap();
-    assert_eq!(backend.table()[0].msi.devid, Some(0x0810));
 }
 
 #[test]
@@ -399,40 +230,6 @@ fn snapshot_follows_routes_across_chunks() {
 }
 
 #[test]
-fn staged_update_shows_the_committed_message_until_the_commit() {
-    let (backend, router) = setup();
-    let id = router.add_msi_route(msi(1), Some(irqfd())).unwrap();
-    let view = router.route(id).unwrap();
-    assert_eq!(view.committed_msi, Some(msi(1)));
-    let batch = router.batch();
-    router.update_msi_route(id, msi(2)).unwrap();
-    // A nested guard's end publishes: the update is visible, still uncommitted.
-    router.batch().commit().unwrap();
-    let view = router.route(id).unwrap();
-    assert_eq!(view.state, RouteState::Staged);
-    assert_eq!(view.msi, msi(2));
-    assert_eq!(view.committed_msi, Some(msi(1)));
-    assert_eq!(backend.commits(), 1);
-    batch.commit().unwrap();
-    let view = router.route(id).unwrap();
-    assert!(matches!(view.state, RouteState::Routed { .. }));
-    assert_eq!((view.msi, view.committed_msi), (msi(2), Some(msi(2))));
-    assert_eq!(backend.commits(), 2);
-}
-
-#[test]
-fn a_route_added_in_a_batch_has_no_committed_message_until_the_commit() {
-    let (backend, router) = setup();
-    let batch = router.batch();
-    let id = router.add_msi_route(msi(3), Some(irqfd())).unwrap();
-    router.batch().commit().unwrap();
-    assert_eq!(router.route(id).unwrap().committed_msi, None);
-    assert_eq!(backend.commits(), 0);
-    batch.commit().unwrap();
-    assert_eq!(router.route(id).unwrap().committed_msi, Some(msi(3)));
-}
-
-#[test]
 fn a_refused_commit_leaves_no_committed_message() {
     let (backend, router) = setup();
     let batch = router.batch();
@@ -467,47 +264,6 @@ fn finish_ends_a_guard_like_commit_without_a_report() {
     router.add_msi_route(msi(9), None).unwrap();
     backend.fail_nth(MemoryOp::Commit, 1, libc::EINVAL);
     assert!(matches!(batch.finish(), Err(Error::Commit { .. })));
-}
-
-#[test]
-fn bulk_add_commits_once_outside_a_batch() {
-    let (backend, router) = setup();
-    let ids = router
-        .add_msi_routes((0..5).map(|v| (msi(v), Some(irqfd()))))
-        .unwrap();
-    assert_eq!(ids.len(), 5);
-    assert_eq!((backend.commits(), backend.attaches()), (1, 5));
-    let table = backend.table();
-    for (v, id) in (0u32..).zip(&ids) {
-        let gsi = committed(&router, *id);
-        assert!(table.contains(&RouteEntry { gsi, msi: msi(v) }));
-    }
-    assert_eq!(router.gsis_in_use(), 5);
-    // Nothing asked: nothing issued.
-    assert!(router
-        .add_msi_routes(std::iter::empty())
-        .unwrap()
-        .is_empty());
-    assert_eq!(backend.commits(), 1);
-}
-
-#[test]
-fn bulk_add_inside_a_batch_is_staged() {
-    let (backend, router) = setup();
-    let batch = router.batch();
-    let ids = router
-        .add_msi_routes((0..3).map(|v| (msi(v), Some(irqfd()))))
-        .unwrap();
-    let single = router.add_msi_route(msi(3), None).unwrap();
-    assert_eq!(backend.commits(), 0);
-    assert!(ids
-        .iter()
-        .all(|id| router.route_state(*id) == Some(RouteState::Staged)));
-    batch.commit().unwrap();
-    assert_eq!((backend.commits(), backend.attaches()), (1, 3));
-    for id in ids.iter().chain([&single]) {
-        committed(&router, *id);
-    }
 }
 
 #[test]
@@ -546,48 +302,6 @@ fn bulk_add_with_a_refused_commit_keeps_none() {
     assert_eq!(router.gsis_in_use(), 0);
     assert!(router.snapshot().is_empty());
     assert_eq!(backend.attaches(), 0);
-}
-
-#[test]
-fn a_reused_slot_gets_a_new_handle_and_old_snapshots_tell_them_apart() {
-    let (backend, router) = setup();
-    let old = router.add_msi_route(msi(1), Some(irqfd())).unwrap();
-    let before = router.snapshot();
-    router.remove_route(old).unwrap();
-    let new = router.add_msi_route(msi(2), Some(irqfd())).unwrap();
-    assert_ne!(old, new);
-    // The old handle names nothing, in the router and in every later snapshot.
-    assert_eq!(router.route_state(old), None);
-    assert!(matches!(
-        router.update_msi_route(old, msi(3)),
-        Err(Error::UnknownRoute(id)) if id == old
-    ));
-    assert_eq!(router.route(new).unwrap().msi, msi(2));
-    // The snapshot published before the new route existed reads its handle as issued later.
-    assert_eq!(before.state(new), Some(RouteState::Staged));
-    assert_eq!(before.get(new), None);
-    assert!(matches!(before.state(old), Some(RouteState::Routed { .. })));
-    // Removing the old handle again changes nothing.
-    assert!(matches!(router.remove_route(old), Err(Error::UnknownRoute(id)) if id == old));
-    assert_eq!(backend.table().len(), 1);
-    assert_eq!(router.snapshot().len(), 1);
-}
-
-#[test]
-fn a_route_removed_and_its_slot_reused_inside_one_batch_settles_once() {
-    let (backend, router) = setup();
-    let batch = router.batch();
-    let a = router.add_msi_route(msi(1), Some(irqfd())).unwrap();
-    router.remove_route(a).unwrap();
-    let b = router.add_msi_route(msi(2), Some(irqfd())).unwrap();
-    let BatchOutcome::Committed(report) = batch.commit().unwrap() else {
-        panic!("outermost guard");
-    };
-    assert_eq!(report.routes.len(), 1);
-    assert_eq!(report.routes[0].0, b);
-    assert_eq!(backend.commits(), 1);
-    assert_eq!(router.stats().irqfd_attaches, 1);
-    assert_eq!(router.route_state(a), None);
 }
 
 #[test]

@@ -25,16 +25,16 @@ fn an_intx_line_asserts_its_ioapic_pin_and_is_refused_on_an_msi_gsi() {
     let Some((_kvm, vm)) = kvm_vm_with_irqchip() else {
         return;
     };
-    let apic = LocalApic::new(&vm).unwrap();
+    let apic = LocalApic::new(&vm, 0).unwrap();
     route_ioapic_pin(&vm, PIN as usize, VECTOR as u8).unwrap();
     let router = Arc::new(Router::new(KvmBackend::new(vm.clone()).unwrap()).unwrap());
     let line = router.attach_intx(PIN).unwrap();
     assert_eq!(line.gsi(), PIN);
     assert_eq!(router.stats().irqfd_attaches, 1);
-    assert!(!apic.pending(VECTOR).unwrap());
+    assert!(!apic.pending(VECTOR as u8));
     line.trigger().write(1).unwrap();
     assert!(
-        apic.wait_pending(VECTOR).unwrap(),
+        apic.wait_pending(VECTOR as u8),
         "the IOAPIC delivered the line's vector"
     );
     // KVM consumed the trigger; nothing acknowledged the interrupt, so no resample.

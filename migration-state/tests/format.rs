@@ -12,6 +12,11 @@ use migration_state::{
 use proptest::prelude::*;
 
 /// A state that uses every field, with values that differ from their defaults.
+///
+/// The frozen streams in `fixtures/migration-state` encode this state (version 1 without the
+/// notice, version 2 whole) as the format stood when each was frozen: changing this state
+/// breaks `frozen_*` and `newer_reader_loads_older_stream`, and so does any change of the
+/// format that would stop a released reader's streams from loading.
 fn full_state() -> DeviceState {
     let mut config = ConfigState::zeroed();
     for (i, b) in config.bytes.iter_mut().enumerate() {
@@ -201,19 +206,58 @@ fn corrupted_but_resealed_streams_reach_section_checks() {
     ));
 }
 
+/// A stream written by a version-1 writer, frozen as a file (not produced by today's encoder).
+const FROZEN_V1: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fixtures/migration-state/device-state-v1.bin"
+));
+
+/// A stream written by a version-2 writer, frozen as a file.
+const FROZEN_V2: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fixtures/migration-state/device-state-v2.bin"
+));
+
 #[test]
 fn newer_reader_loads_older_stream() {
     let mut s = full_state();
     s.notice = None;
-    let v1 = s.encode_as(FormatVersion::V1).unwrap();
-    assert_eq!(u16::from_le_bytes([v1[8], v1[9]]), 1);
+    assert_eq!(&FROZEN_V1[..8], &MAGIC);
+    assert_eq!(u16::from_le_bytes([FROZEN_V1[8], FROZEN_V1[9]]), 1);
     // A v1 stream has one section fewer than a v2 stream.
-    assert_eq!(u16::from_le_bytes([v1[10], v1[11]]), 4);
-    assert_eq!(DeviceState::decode(&v1).unwrap(), s);
+    assert_eq!(u16::from_le_bytes([FROZEN_V1[10], FROZEN_V1[11]]), 4);
+    assert_eq!(DeviceState::decode(FROZEN_V1).unwrap(), s);
     assert_eq!(
-        DeviceState::decode_up_to(&v1, FormatVersion::V1).unwrap(),
+        DeviceState::decode_up_to(FROZEN_V1, FormatVersion::V1).unwrap(),
         s
     );
+    // Writing for a version-1 reader still produces exactly those bytes.
+    assert_eq!(s.encode_as(FormatVersion::V1).unwrap(), FROZEN_V1);
+}
+
+#[test]
+fn frozen_v2_stream_decodes_and_encodes_to_the_same_bytes() {
+    assert_eq!(u16::from_le_bytes([FROZEN_V2[8], FROZEN_V2[9]]), 2);
+    assert_eq!(u16::from_le_bytes([FROZEN_V2[10], FROZEN_V2[11]]), 5);
+    let s = DeviceState::decode(FROZEN_V2).unwrap();
+    assert_eq!(s, full_state());
+    assert_eq!(s.encode_as(FormatVersion::V2).unwrap(), FROZEN_V2);
+    // A version-1 reader refuses it by name, whole.
+    assert!(matches!(
+        DeviceState::decode_up_to(FROZEN_V2, FormatVersion::V1),
+        Err(Error::UnsupportedVersion { found: 2, .. })
+    ));
+}
+
+#[test]
+fn frozen_streams_loaded_into_a_state_replace_it_whole() {
+    for (frozen, notice) in [(FROZEN_V1, false), (FROZEN_V2, true)] {
+        let mut target = sentinel_state();
+        target.load_from(frozen).unwrap();
+        assert_eq!(target.notice.is_some(), notice);
+        assert_eq!(target.msix.as_ref().unwrap().entries.len(), 70);
+        assert_eq!(target.device_data, (0..97u8).collect::<Vec<_>>());
+    }
 }
 
 #[test]

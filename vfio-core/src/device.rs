@@ -38,7 +38,8 @@ pub trait VfioDevice: AsFd + Send + Sync + Debug {
     /// rejects up front (see [`IrqSet::validate`]) fails with EINVAL and changes nothing.
     fn set_irqs(&self, set: &IrqSet) -> Result<()>;
 
-    /// `VFIO_DEVICE_RESET`.
+    /// `VFIO_DEVICE_RESET`, whatever the RESET flag of [`VfioDevice::info`] says (vfio-pci
+    /// answers EINVAL for a function it cannot reset; some mdevs reset without the flag).
     fn reset(&self) -> Result<()>;
 }
 

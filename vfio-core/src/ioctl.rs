@@ -59,6 +59,29 @@ pub(crate) fn dup_fd(raw: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// Wait up to `timeout_ms` for `file` to become readable (or hung up); whether it did.
+#[cfg(feature = "sim")]
+pub(crate) fn wait_readable(file: &std::fs::File, timeout_ms: i32) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+
+    let mut pfd = libc::pollfd {
+        fd: file.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid, writable pollfd and nfds is 1.
+    let ready = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    if ready < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(ready > 0)
+}
+
 /// Consume an eventfd's counter if it is non-zero, without blocking even when the file is in
 /// blocking mode (as the kernel's virqfd does when the eventfd is signalled). Returns the value
 /// read, 0 when nothing was pending.

@@ -22,7 +22,7 @@ use std::os::fd::AsRawFd;
 
 use crate::irq_mode::{resolve_mode, IrqMode, ModeBits};
 use crate::msix::VectorChange;
-use crate::vectors::{Delivery, Wanted};
+use crate::vectors::{router_failures, Delivery, Wanted};
 use crate::PassthroughDevice;
 
 impl PassthroughDevice {
@@ -229,16 +229,18 @@ impl PassthroughDevice {
         let Some(vs) = vs else {
             return;
         };
-        // One snapshot for the pass: the triggers follow it, and only a route it shows off the
-        // KVM path can have stranded signals.
+        // Failures first, then one snapshot for the pass: the triggers follow it, and only a
+        // route it shows off the KVM path can have stranded signals.
+        let failures = router_failures(&self.router);
         let snapshot = self.router.snapshot();
-        let off_path = match vs.sync_triggers(&*self.dev, &snapshot, wanted, &mut self.stats) {
-            Ok(off_path) => off_path,
-            Err(_) => {
-                self.stats.device_access_errors += 1;
-                true
-            }
-        };
+        let off_path =
+            match vs.sync_triggers(&*self.dev, &snapshot, failures, wanted, &mut self.stats) {
+                Ok(off_path) => off_path,
+                Err(_) => {
+                    self.stats.device_access_errors += 1;
+                    true
+                }
+            };
         if !off_path {
             return;
         }

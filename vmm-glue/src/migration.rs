@@ -281,6 +281,17 @@ impl PassthroughDevice {
     /// [`RouteBatch`](irq_routing::RouteBatch) across [`PassthroughDevice::restore`] calls
     /// it for every device once the batch ends, whether `commit` succeeded or not.
     pub fn sync_after_commit(&mut self) {
+        // Nothing to do when no commit since the last trigger sync can have moved a trigger
+        // (every route it saw staged was committed as it was): the common case of a restore.
+        let failures = crate::vectors::router_failures(&self.router);
+        let vectors = match self.mode {
+            IrqMode::Msix => self.msix_vectors.as_ref(),
+            IrqMode::Msi => self.msi_vectors.as_ref(),
+            IrqMode::Intx | IrqMode::None => None,
+        };
+        if vectors.is_some_and(|v| v.settled(failures)) {
+            return;
+        }
         match self.mode {
             IrqMode::Msix => {
                 let wanted = self.msix_wanted();

@@ -27,6 +27,16 @@ use crate::{
 mod common;
 
 use common::{msix_sim, placed_device, vm, Vm};
+use irq_routing::testing::TestBackend;
+use irq_routing::MsiMessage;
+
+irq_routing::both_backends!(
+    restore_all_inside_a_vmm_batch_defers_commit_and_reconciliation,
+    switchover_leaves_the_commit_for_later_and_delivers_changed_vectors_through_userspace,
+    switchover_and_deferred_commit_cost_nothing_when_nothing_changed,
+    dropped_deferred_commit_commits_and_keeps_the_current_message,
+    switchover_with_a_bad_state_changes_nothing_and_ends_the_batch,
+);
 
 const VECTORS: [u16; 2] = [4, 3];
 const EIO: i32 = libc::EIO;
@@ -82,6 +92,17 @@ fn source_states() -> Vec<DeviceState> {
 /// A destination VM with fresh devices.
 fn destination() -> (Vm, Vec<Arc<SimDevice>>, Vec<PassthroughDevice>) {
     common::fresh_devices(&VECTORS)
+}
+
+/// [`destination`] on `backend` (`None`: KVM unusable, skipped).
+fn destination_on(
+    backend: TestBackend,
+) -> Option<(Vm, Vec<Arc<SimDevice>>, Vec<PassthroughDevice>)> {
+    common::fresh_devices_on(backend, &VECTORS)
+}
+
+fn message((address, data): (u64, u32)) -> MsiMessage {
+    MsiMessage::new(address, data)
 }
 
 fn fd(e: Option<&vmm_sys_util::eventfd::EventFd>) -> Option<RawFd> {
@@ -141,7 +162,7 @@ fn restore_all_refused_commit_reconciles_before_returning() {
     // state, and the restore delivers it once (to its irqfd, the route being staged).
     states[0].msix.as_mut().unwrap().pba[0] |= 1 << 1;
     let (vm, sims, mut devs) = destination();
-    vm.backend.fail_nth(MemoryOp::Commit, 1, EIO);
+    vm.backend().fail_nth(MemoryOp::Commit, 1, EIO);
     let err = restore_all(&vm.router, devs.iter_mut().zip(&states), Strategy::VmWide).unwrap_err();
     assert!(matches!(err, Error::Route(_)), "{err:?}");
     assert_eq!(vm.router.stats().failed_commits, 1);
@@ -158,7 +179,7 @@ fn restore_all_refused_commit_reconciles_before_returning() {
     }
     assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), 0);
     assert_eq!(vm.router.gsis_in_use(), 0);
-    assert!(vm.backend.attached_irqfds().is_empty());
+    assert!(vm.backend().attached_irqfds().is_empty());
     // The pending interrupt kicked into the dead irqfd was delivered through userspace.
     assert_eq!(devs[0].stats().stranded_signals, 1);
     let (a, d) = scripted_guest::message_for(0, 1);
@@ -183,7 +204,7 @@ fn restore_all_refused_commit_reconciles_before_returning() {
     assert_eq!(report.gsi_routing_commits, 1);
     let total: usize = VECTORS.iter().map(|n| usize::from(*n)).sum();
     assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total);
-    assert_eq!(vm.backend.attached_irqfds().len(), total);
+    assert_eq!(vm.backend().attached_irqfds().len(), total);
 }
 
 #[test]
@@ -200,7 +221,7 @@ fn batch_held_by_the_vmm_refused_then_sync_after_commit() {
             matches!(sims[i].raise(2), RaiseOutcome::Signalled(f) if Some(f) == fd(d.msix_irqfd(2)))
         );
     }
-    vm.backend.fail_nth(MemoryOp::Commit, 1, EIO);
+    vm.backend().fail_nth(MemoryOp::Commit, 1, EIO);
     assert!(outer.commit().is_err());
     for d in &mut devs {
         d.sync_after_commit();
@@ -235,7 +256,7 @@ fn staged_commit_refused_moves_only_the_changed_vectors() {
     assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total);
 
     let commits = vm.router.stats().commits;
-    vm.backend.fail_nth(MemoryOp::Commit, 1, EIO);
+    vm.backend().fail_nth(MemoryOp::Commit, 1, EIO);
     let err = staged
         .commit(&vm.router, devs.iter_mut().zip(&last))
         .unwrap_err();
@@ -254,7 +275,7 @@ fn staged_commit_refused_moves_only_the_changed_vectors() {
         }
     }
     assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total - 2);
-    assert_eq!(vm.backend.attached_irqfds().len(), total - 2);
+    assert_eq!(vm.backend().attached_irqfds().len(), total - 2);
     // The undone vectors deliver the guest's new message through the VMM.
     for v in [0u16, 2] {
         let e = last[0].msix.as_ref().unwrap().entries[usize::from(v)];
@@ -264,7 +285,7 @@ fn staged_commit_refused_moves_only_the_changed_vectors() {
     // The retry with the final states routes them again.
     restore_all(&vm.router, devs.iter_mut().zip(&last), Strategy::Staged).unwrap();
     assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total);
-    assert_eq!(vm.backend.attached_irqfds().len(), total);
+    assert_eq!(vm.backend().attached_irqfds().len(), total);
 }
 
 #[test]
@@ -285,7 +306,7 @@ fn restore_all_config_write_failure_reconciles_earlier_devices() {
     let before = devs[1].save();
     let mode = devs[1].irq_mode();
     flaky.fail_writes.store(true, Ordering::SeqCst);
-    vm.backend.fail_nth(MemoryOp::AttachIrqfd, 1, EIO);
+    vm.backend().fail_nth(MemoryOp::AttachIrqfd, 1, EIO);
     let err = restore_all(&vm.router, devs.iter_mut().zip(&states), Strategy::VmWide).unwrap_err();
     assert!(matches!(err, Error::ConfigWrite(_)), "{err:?}");
     assert_eq!(devs[1].save(), before);
@@ -329,7 +350,7 @@ fn guest_message_change_with_refused_commit_rescues_the_irqfd_signal() {
     ));
     assert!(matches!(s.raise(1), RaiseOutcome::Signalled(f) if Some(f) == fd(d.msix_irqfd(1))));
 
-    vm.backend.fail_nth(MemoryOp::Commit, 1, EIO);
+    vm.backend().fail_nth(MemoryOp::Commit, 1, EIO);
     let bar = u64::from(scripted_guest::config_read_u32(&d, 0x10) & !0xf)
         | (u64::from(scripted_guest::config_read_u32(&d, 0x14)) << 32);
     let (_, data) = scripted_guest::message_for(0, 1);
@@ -377,7 +398,7 @@ fn guest_msi_data_change_with_refused_commit_reconciles() {
     }
     d.msi_irqfd(3).unwrap().write(1).unwrap();
 
-    vm.backend.fail_nth(MemoryOp::Commit, 1, EIO);
+    vm.backend().fail_nth(MemoryOp::Commit, 1, EIO);
     let ctrl = scripted_guest::config_read_u16(&d, cap + 2);
     let data_off = if ctrl & 0x80 != 0 { cap + 12 } else { cap + 8 };
     let data = scripted_guest::config_read_u16(&d, data_off) ^ 0x40;
@@ -395,10 +416,11 @@ fn guest_msi_data_change_with_refused_commit_reconciles() {
     assert_eq!(msgs, vec![u32::from(data) | 3]);
 }
 
-#[test]
-fn restore_all_inside_a_vmm_batch_defers_commit_and_reconciliation() {
+fn restore_all_inside_a_vmm_batch_defers_commit_and_reconciliation(backend: TestBackend) {
     let states = source_states();
-    let (vm, sims, mut devs) = destination();
+    let Some((vm, sims, mut devs)) = destination_on(backend) else {
+        return;
+    };
     let total: usize = VECTORS.iter().map(|n| usize::from(*n)).sum();
     let outer = vm.router.batch();
     for (d, s) in devs.iter_mut().zip(&states) {
@@ -406,10 +428,10 @@ fn restore_all_inside_a_vmm_batch_defers_commit_and_reconciliation() {
         assert_eq!(report.gsi_routing_commits, 0);
         assert_eq!(report.set_irqs_per_device, vec![1]);
     }
-    assert_eq!(vm.backend.commits(), 0);
-    assert_eq!(vm.backend.attached_irqfds().len(), 0);
+    assert_eq!(vm.commits(), 0);
+    assert_eq!(vm.bound_irqfds(), 0);
     outer.commit().unwrap();
-    assert_eq!(vm.backend.commits(), 1);
+    assert_eq!(vm.commits(), 1);
     let set_irqs: u64 = sims.iter().map(|s| s.counters().set_irqs).sum();
     for d in &mut devs {
         d.sync_after_commit();
@@ -420,7 +442,7 @@ fn restore_all_inside_a_vmm_batch_defers_commit_and_reconciliation() {
         set_irqs
     );
     assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total);
-    assert_eq!(vm.backend.attached_irqfds().len(), total);
+    assert_eq!(vm.bound_irqfds(), total);
 }
 
 /// Final states whose messages changed after the precopy: device 0 vector 1 (data) and
@@ -447,22 +469,25 @@ fn final_msg(last: &[DeviceState], i: usize, v: u16) -> (u64, u32) {
     (e.address, e.data)
 }
 
-#[test]
-fn switchover_leaves_the_commit_for_later_and_delivers_changed_vectors_through_userspace() {
+fn switchover_leaves_the_commit_for_later_and_delivers_changed_vectors_through_userspace(
+    backend: TestBackend,
+) {
     let precopy = source_states();
     let last = changed_after_precopy(&precopy);
-    let (vm, sims, mut devs) = destination();
+    let Some((vm, sims, mut devs)) = destination_on(backend) else {
+        return;
+    };
     let staged = StagedRestore::stage(&vm.router, devs.iter_mut().zip(&precopy)).unwrap();
     let total: usize = VECTORS.iter().map(|n| usize::from(*n)).sum();
     assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total);
-    let commits = vm.backend.commits();
+    let commits = vm.commits();
     let before = set_irqs(&sims);
 
     let deferred = staged
         .switchover(&vm.router, devs.iter_mut().zip(&last))
         .unwrap();
     // The downtime: no routing commit, one SET_IRQS per changed vector.
-    assert_eq!(vm.backend.commits(), commits);
+    assert_eq!(vm.commits(), commits);
     assert_eq!(deferred.switchover_report().gsi_routing_commits, 0);
     assert_eq!(deferred.switchover_report().set_irqs_per_device, vec![1, 1]);
     assert_eq!(delta(&set_irqs(&sims), &before), vec![1, 1]);
@@ -488,18 +513,24 @@ fn switchover_leaves_the_commit_for_later_and_delivers_changed_vectors_through_u
     // irqfd (which would inject the old one) sees nothing.
     for (i, v) in CHANGED {
         assert_userspace_delivery(&sims[i], &mut devs[i], v, final_msg(&last, i, v));
-        assert!(devs[i].msix_irqfd(v).unwrap().read().is_err(), "{i}/{v}");
+        let old = precopy[i].msix.as_ref().unwrap().entries[usize::from(v)];
+        let irqfd = devs[i].msix_irqfd(v).unwrap();
+        assert!(
+            vm.test_vm
+                .received_nothing(irqfd, message((old.address, old.data))),
+            "{i}/{v}"
+        );
     }
 
     // After the resume: the deferred commit, then the triggers move back.
     let before = set_irqs(&sims);
     let report = deferred.commit(devs.iter_mut()).unwrap();
-    assert_eq!(vm.backend.commits(), commits + 1);
+    assert_eq!(vm.commits(), commits + 1);
     assert_eq!(report.gsi_routing_commits, 1);
     assert_eq!(report.set_irqs_per_device, vec![1, 1]);
     assert_eq!(delta(&set_irqs(&sims), &before), vec![1, 1]);
     assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total);
-    let table = vm.backend.table();
+    let table = vm.table();
     for (i, v) in CHANGED {
         let d = &mut devs[i];
         let gsi = match route_state(&vm, d, v) {
@@ -513,7 +544,8 @@ fn switchover_leaves_the_commit_for_later_and_delivers_changed_vectors_through_u
         assert!(
             matches!(sims[i].raise(u32::from(v)), RaiseOutcome::Signalled(f) if Some(f) == irqfd)
         );
-        assert_eq!(d.msix_irqfd(v).unwrap().read().unwrap(), 1);
+        let irqfd = d.msix_irqfd(v).unwrap();
+        assert!(vm.test_vm.received(irqfd, message(final_msg(&last, i, v))));
         assert_eq!(d.poll_userspace_interrupts(), 0);
         assert!(d.take_userspace_messages().is_empty());
     }
@@ -522,12 +554,13 @@ fn switchover_leaves_the_commit_for_later_and_delivers_changed_vectors_through_u
     }
 }
 
-#[test]
-fn switchover_and_deferred_commit_cost_nothing_when_nothing_changed() {
+fn switchover_and_deferred_commit_cost_nothing_when_nothing_changed(backend: TestBackend) {
     let precopy = source_states();
-    let (vm, sims, mut devs) = destination();
+    let Some((vm, sims, mut devs)) = destination_on(backend) else {
+        return;
+    };
     let staged = StagedRestore::stage(&vm.router, devs.iter_mut().zip(&precopy)).unwrap();
-    let commits = vm.backend.commits();
+    let commits = vm.commits();
     let before = set_irqs(&sims);
     let deferred = staged
         .switchover(&vm.router, devs.iter_mut().zip(&precopy))
@@ -536,23 +569,24 @@ fn switchover_and_deferred_commit_cost_nothing_when_nothing_changed() {
     let report = deferred.commit(devs.iter_mut()).unwrap();
     assert_eq!(report.gsi_routing_commits, 0);
     assert_eq!(report.set_irqs_calls(), 0);
-    assert_eq!(vm.backend.commits(), commits);
+    assert_eq!(vm.commits(), commits);
     assert_eq!(delta(&set_irqs(&sims), &before), vec![0, 0]);
 }
 
-#[test]
-fn dropped_deferred_commit_commits_and_keeps_the_current_message() {
+fn dropped_deferred_commit_commits_and_keeps_the_current_message(backend: TestBackend) {
     let precopy = source_states();
     let last = changed_after_precopy(&precopy);
-    let (vm, sims, mut devs) = destination();
+    let Some((vm, sims, mut devs)) = destination_on(backend) else {
+        return;
+    };
     let staged = StagedRestore::stage(&vm.router, devs.iter_mut().zip(&precopy)).unwrap();
-    let commits = vm.backend.commits();
+    let commits = vm.commits();
     drop(
         staged
             .switchover(&vm.router, devs.iter_mut().zip(&last))
             .unwrap(),
     );
-    assert_eq!(vm.backend.commits(), commits + 1);
+    assert_eq!(vm.commits(), commits + 1);
     let (i, v) = CHANGED[0];
     // The trigger stayed on userspace; the route now injects the current message, so the
     // VMM forwards the signal to the irqfd instead of queueing a message.
@@ -566,7 +600,8 @@ fn dropped_deferred_commit_commits_and_keeps_the_current_message() {
     ));
     assert_eq!(devs[i].poll_userspace_interrupts(), 1);
     assert!(devs[i].take_userspace_messages().is_empty());
-    assert_eq!(devs[i].msix_irqfd(v).unwrap().read().unwrap(), 1);
+    let irqfd = devs[i].msix_irqfd(v).unwrap();
+    assert!(vm.test_vm.received(irqfd, message(final_msg(&last, i, v))));
     // The next reconciliation moves it back.
     let before = sims[i].counters().set_irqs;
     devs[i].sync_after_commit();
@@ -586,7 +621,7 @@ fn refused_deferred_commit_keeps_changed_vectors_on_userspace_until_a_retry() {
     let deferred = staged
         .switchover(&vm.router, devs.iter_mut().zip(&last))
         .unwrap();
-    vm.backend.fail_nth(MemoryOp::Commit, 1, EIO);
+    vm.backend().fail_nth(MemoryOp::Commit, 1, EIO);
     let err = deferred.commit(devs.iter_mut()).unwrap_err();
     assert!(matches!(err, Error::Route(_)), "{err:?}");
     let total: usize = VECTORS.iter().map(|n| usize::from(*n)).sum();
@@ -602,10 +637,11 @@ fn refused_deferred_commit_keeps_changed_vectors_on_userspace_until_a_retry() {
     assert_eq!(assert_triggers_follow_routes(&vm, &sims, &devs), total);
 }
 
-#[test]
-fn switchover_with_a_bad_state_changes_nothing_and_ends_the_batch() {
+fn switchover_with_a_bad_state_changes_nothing_and_ends_the_batch(backend: TestBackend) {
     let precopy = source_states();
-    let (vm, sims, mut devs) = destination();
+    let Some((vm, sims, mut devs)) = destination_on(backend) else {
+        return;
+    };
     let staged = StagedRestore::stage(&vm.router, devs.iter_mut().zip(&precopy)).unwrap();
     let mut bad = changed_after_precopy(&precopy);
     bad[1].config.bytes.pop();
@@ -619,12 +655,12 @@ fn switchover_with_a_bad_state_changes_nothing_and_ends_the_batch() {
     );
     assert_eq!(delta(&set_irqs(&sims), &before), vec![0, 0]);
     // The batch ended: a route change commits at once again.
-    let commits = vm.backend.commits();
+    let commits = vm.commits();
     restore_all(
         &vm.router,
         devs.iter_mut().zip(&bad[..1]),
         Strategy::PerDevice,
     )
     .unwrap();
-    assert_eq!(vm.backend.commits(), commits + 1);
+    assert_eq!(vm.commits(), commits + 1);
 }

@@ -105,6 +105,26 @@ struct WantedFds {
     changed: usize,
     first: usize,
     off_path: bool,
+    /// Some unmasked vector's trigger waits on its userspace eventfd for a staged update of
+    /// its route to be committed (its GSI still holds the previous message).
+    awaiting_commit: bool,
+}
+
+/// What the last trigger sync of a [`VectorSet`] saw, so that a later check can tell whether a
+/// commit since can have moved any trigger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LastSync {
+    /// [`router_failures`] read before that sync loaded its snapshot.
+    failures: u64,
+    /// [`WantedFds::awaiting_commit`] of that sync.
+    awaiting_commit: bool,
+}
+
+/// How many commits and irqfd attaches the router has seen fail: the only events besides a
+/// staged update's commit that move a route's state under a device's feet.
+pub(crate) fn router_failures(router: &Router) -> u64 {
+    let s = router.stats();
+    s.failed_commits.saturating_add(s.failed_irqfd_attaches)
 }
 
 /// The trigger cache of an index: vfio-core's for MSI-X, a plain one for MSI.
@@ -134,6 +154,9 @@ pub(crate) enum Delivery {
 pub(crate) struct VectorSet {
     slots: Vec<Slot>,
     triggers: Triggers,
+    /// Set by every successful [`VectorSet::sync_triggers`]; cleared by anything else that
+    /// changes routes or triggers.
+    last_sync: Option<LastSync>,
 }
 
 fn eventfd() -> Result<EventFd> {
@@ -159,7 +182,11 @@ impl VectorSet {
                 fds: vec![None; usize::from(count)],
             },
         };
-        Ok(VectorSet { slots, triggers })
+        Ok(VectorSet {
+            slots,
+            triggers,
+            last_sync: None,
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -205,6 +232,10 @@ impl VectorSet {
     /// Gives every vector in `which` that is unmasked with a valid message a route carrying
     /// its current message, in one batch (per `strategy`). Route failures leave the vector on
     /// the userspace path and are counted, not returned: the guest's write cannot fail.
+    ///
+    /// Inside the batch the vectors that need a new route get them all at once
+    /// ([`Router::add_msi_routes`]: one lock, one reservation); at the route limit, as many
+    /// as still fit get one, in vector order, as one-by-one additions would.
     pub(crate) fn ensure_routes(
         &mut self,
         router: &Router,
@@ -213,15 +244,17 @@ impl VectorSet {
         which: impl Iterator<Item = u16>,
         stats: &mut DeviceStats,
     ) {
+        self.last_sync = None;
         let batch = strategy.batches_per_device().then(|| router.batch());
         // Only the route a step adds, updates or removes changes state, so one snapshot
         // answers for every existing route (loaded once, not per vector).
         let mut snapshot: Option<std::sync::Arc<RouteSnapshot>> = None;
+        // Vectors that need a new route, when they are added together.
+        let most = which.size_hint().1.unwrap_or(0);
+        let mut new: Vec<(usize, MsiMessage)> = Vec::new();
         for v in which {
-            let (Some(slot), Some(w)) = (
-                self.slots.get_mut(usize::from(v)),
-                wanted.get(usize::from(v)),
-            ) else {
+            let i = usize::from(v);
+            let (Some(slot), Some(w)) = (self.slots.get_mut(i), wanted.get(i)) else {
                 continue;
             };
             if w.masked || !valid(&w.msg) {
@@ -237,7 +270,14 @@ impl VectorSet {
                 }
             }
             match slot.route {
-                None => slot.add_route(router, w.msg, stats),
+                // Outside a batch (per vector) each addition commits on its own.
+                None if batch.is_none() => slot.add_route(router, w.msg, stats),
+                None => {
+                    if new.is_empty() {
+                        new.reserve(most);
+                    }
+                    new.push((i, w.msg));
+                }
                 Some(id) if slot.routed_msg != Some(w.msg) => {
                     match router.update_msi_route(id, w.msg) {
                         Ok(()) => slot.routed_msg = Some(w.msg),
@@ -247,6 +287,9 @@ impl VectorSet {
                 Some(_) => {}
             }
         }
+        if !new.is_empty() {
+            self.add_routes(router, &new, stats);
+        }
         if let Some(b) = batch {
             if b.finish().is_err() {
                 stats.route_failures += 1;
@@ -254,8 +297,41 @@ impl VectorSet {
         }
     }
 
+    /// Adds the routes of `new` (vector, message) with one [`Router::add_msi_routes`]; when
+    /// the router refuses them all (fewer GSIs left than routes), adds them one by one, so the
+    /// vectors that still fit get theirs and the others are counted as failures.
+    fn add_routes(
+        &mut self,
+        router: &Router,
+        new: &[(usize, MsiMessage)],
+        stats: &mut DeviceStats,
+    ) {
+        let slots = &self.slots;
+        let routes = new
+            .iter()
+            .filter_map(|(i, msg)| slots.get(*i).map(|s| (*msg, Some(s.irqfd.clone()))));
+        match router.add_msi_routes(routes) {
+            Ok(ids) => {
+                for ((i, msg), id) in new.iter().zip(ids) {
+                    if let Some(slot) = self.slots.get_mut(*i) {
+                        slot.route = Some(id);
+                        slot.routed_msg = Some(*msg);
+                    }
+                }
+            }
+            Err(_) => {
+                for (i, msg) in new {
+                    if let Some(slot) = self.slots.get_mut(*i) {
+                        slot.add_route(router, *msg, stats);
+                    }
+                }
+            }
+        }
+    }
+
     /// Removes every route (one batch per `strategy`). The eventfds stay for the next enable.
     pub(crate) fn release_routes(&mut self, router: &Router, strategy: Strategy) {
+        self.last_sync = None;
         let batch = strategy.batches_per_device().then(|| router.batch());
         for slot in &mut self.slots {
             if let Some(id) = slot.route.take() {
@@ -277,6 +353,7 @@ impl VectorSet {
             changed: 0,
             first: 0,
             off_path: false,
+            awaiting_commit: false,
         };
         for (i, slot) in self.slots.iter().enumerate() {
             let w = wanted.get(i);
@@ -289,11 +366,12 @@ impl VectorSet {
                     };
                     out.off_path |= !on_path;
                     // As `irqfd_injects`: on the KVM path, and no other message committed.
-                    on_path
-                        && w.is_some_and(|w| {
-                            !w.masked
-                                && view.is_none_or(|v| v.committed_msi.is_none_or(|c| c == w.msg))
-                        })
+                    let unmasked = w.filter(|w| !w.masked);
+                    let stale = unmasked.is_some_and(|w| {
+                        view.is_some_and(|v| v.committed_msi.is_some_and(|c| c != w.msg))
+                    });
+                    out.awaiting_commit |= on_path && stale;
+                    on_path && unmasked.is_some() && !stale
                 }
                 None => false,
             };
@@ -324,12 +402,14 @@ impl VectorSet {
     /// all vectors. Enabled: nothing if no vector changes, one per-vector call if one does,
     /// one SET_IRQS for all vectors if several do.
     ///
-    /// `snapshot` is the router's current one. Returns whether any vector holds a route off
-    /// the KVM path (only then can [`VectorSet::take_stranded`] find anything).
+    /// `snapshot` is the router's current one, loaded after `failures` ([`router_failures`])
+    /// was read. Returns whether any vector holds a route off the KVM path (only then can
+    /// [`VectorSet::take_stranded`] find anything).
     pub(crate) fn sync_triggers(
         &mut self,
         dev: &dyn VfioDevice,
         snapshot: &RouteSnapshot,
+        failures: u64,
         wanted: &[Wanted],
         stats: &mut DeviceStats,
     ) -> Result<bool> {
@@ -338,9 +418,16 @@ impl VectorSet {
             changed,
             first,
             off_path,
+            awaiting_commit,
         } = self.wanted_fds(snapshot, wanted);
+        let synced = LastSync {
+            failures,
+            awaiting_commit,
+        };
+        self.last_sync = None;
         let enabled = self.enabled();
         if enabled && changed == 0 {
+            self.last_sync = Some(synced);
             return Ok(off_path);
         }
         let single = (enabled && changed == 1).then_some(first);
@@ -364,11 +451,23 @@ impl VectorSet {
                 })
             }
         };
-        res.map(|()| off_path).map_err(Error::SetIrqs)
+        res.map_err(Error::SetIrqs)?;
+        self.last_sync = Some(synced);
+        Ok(off_path)
+    }
+
+    /// Whether no commit since the last trigger sync can have moved a trigger: that sync saw
+    /// no vector waiting for a staged update, and no commit or irqfd attach of the router has
+    /// failed since (`failures` is [`router_failures`] now). A route staged then is routed
+    /// now with the message its trigger already assumed.
+    pub(crate) fn settled(&self, failures: u64) -> bool {
+        self.last_sync
+            .is_some_and(|l| !l.awaiting_commit && l.failures == failures)
     }
 
     /// Disables the index on the device (one SET_IRQS) if it is enabled.
     pub(crate) fn disable(&mut self, dev: &dyn VfioDevice, stats: &mut DeviceStats) -> Result<()> {
+        self.last_sync = None;
         if !self.enabled() {
             return Ok(());
         }

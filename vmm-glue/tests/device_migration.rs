@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! Device-internal state through VFIO migration v2, and the all-or-nothing VM-wide restore.
+//! The tests that restore routes run on both routing backends from one body.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,12 +9,18 @@ mod common;
 
 use std::sync::Arc;
 
+use irq_routing::testing::TestBackend;
 use migration_state::{DeviceState, State};
 use vfio_core::sim::{MsixPlacement, SimDevice};
 use vfio_core::{MigrationFeatures, VfioMigration};
 use vmm_glue::{restore_all, scripted_guest, DeviceOptions, Error, PassthroughDevice, Strategy};
 
-use common::{device, msix_sim, vm, Vm};
+use common::{device, msix_sim, vm, vm_on, Vm};
+
+irq_routing::both_backends!(
+    device_blob_round_trips_byte_exact_to_a_second_device,
+    restore_all_is_all_or_nothing_for_bad_states,
+);
 
 fn migratable_sim(features: MigrationFeatures, blob: &[u8]) -> Arc<SimDevice> {
     Arc::new(
@@ -41,11 +48,12 @@ fn guest_programs(dev: &mut PassthroughDevice, id: usize) {
     scripted_guest::program_msix(dev, id, |v| v % 3 != 0).unwrap();
 }
 
-#[test]
-fn device_blob_round_trips_byte_exact_to_a_second_device() {
+fn device_blob_round_trips_byte_exact_to_a_second_device(backend: TestBackend) {
     let blob: Vec<u8> = (0..5000u32).map(|i| (i * 7 + 3) as u8).collect();
     for features in [MigrationFeatures::STOP_COPY, MigrationFeatures::P2P] {
-        let src_vm = vm();
+        let Some(src_vm) = vm_on(backend) else {
+            return;
+        };
         let src_sim = migratable_sim(features, &blob);
         let mut src = migratable(&src_vm, &src_sim, 1);
         assert!(src.is_migratable());
@@ -73,7 +81,7 @@ fn device_blob_round_trips_byte_exact_to_a_second_device() {
         let wire = state.encode().unwrap();
         let state = DeviceState::decode(&wire).unwrap();
 
-        let dst_vm = vm();
+        let dst_vm = vm_on(backend).unwrap();
         let dst_sim = migratable_sim(features, b"fresh device");
         let mut dst = migratable(&dst_vm, &dst_sim, 1);
         dst.load_device_data(&state).unwrap();
@@ -82,6 +90,10 @@ fn device_blob_round_trips_byte_exact_to_a_second_device() {
         let report = restore_all(&dst_vm.router, [(&mut dst, &state)], Strategy::VmWide).unwrap();
         assert_eq!(report.gsi_routing_commits, 1);
         assert_eq!(report.set_irqs_calls(), 1);
+        // The guest programmed vectors 1, 2, 4, 5, 7 unmasked (not those divisible by 3).
+        assert_eq!(dst_vm.table().len(), 5);
+        assert!(dst_vm.delivers(&dst, 1, 4));
+        assert!(dst.msix_route(3).is_none());
         dst.run_device().unwrap();
         assert_eq!(dst.device_migration_state().unwrap(), Some(State::Running));
         assert_eq!(dst.save(), src.save());
@@ -168,9 +180,10 @@ fn a_blob_the_device_refuses_fails_typed_and_resets_the_device() {
 }
 
 /// Three devices saved on one VM; restored on a fresh VM where one state does not fit.
-#[test]
-fn restore_all_is_all_or_nothing_for_bad_states() {
-    let src_vm = vm();
+fn restore_all_is_all_or_nothing_for_bad_states(backend: TestBackend) {
+    let Some(src_vm) = vm_on(backend) else {
+        return;
+    };
     let sims: Vec<_> = (0..3).map(|_| msix_sim(8)).collect();
     let mut states = Vec::new();
     for (i, sim) in sims.iter().enumerate() {
@@ -183,7 +196,7 @@ fn restore_all_is_all_or_nothing_for_bad_states() {
     guest_programs(&mut odd, 9);
     let odd_state = odd.save();
 
-    let dst_vm = vm();
+    let dst_vm = vm_on(backend).unwrap();
     let dst_sims: Vec<_> = (0..3).map(|_| msix_sim(8)).collect();
     let mut devs: Vec<_> = dst_sims
         .iter()
@@ -221,7 +234,7 @@ fn restore_all_is_all_or_nothing_for_bad_states() {
     assert_eq!(dst_vm.router.stats().commits, 0);
 
     // A device of another VM in the batch.
-    let other_vm = vm();
+    let other_vm = vm_on(backend).unwrap();
     let other_sim = msix_sim(8);
     let mut other = device(&other_vm, &other_sim, 7, Strategy::VmWide);
     let (first, _) = devs.split_at_mut(1);
@@ -247,6 +260,10 @@ fn restore_all_is_all_or_nothing_for_bad_states() {
     assert_eq!(report.set_irqs_per_device, vec![1, 1, 1]);
     for (d, s) in devs.iter().zip(&states) {
         assert_eq!(&d.save(), s);
+    }
+    assert_eq!(dst_vm.table().len(), 3 * 5);
+    for (i, d) in devs.iter().enumerate() {
+        assert!(dst_vm.delivers(d, i, 5), "device {i}");
     }
 }
 

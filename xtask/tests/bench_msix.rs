@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Runs `xtask bench-msix` at a tiny size and checks the JSON's shape and counts (never its
-//! times).
+//! Runs `xtask bench-msix` at a tiny size and checks the JSON's shape, the counts its code
+//! took from the router's, the devices' and the simulated VFs' counters (never its times), and
+//! that each verdict printed follows from the ratio and target printed next to it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -46,6 +47,26 @@ impl Json {
         let n = self.num();
         assert!(n >= 0.0 && n.fract() == 0.0, "not a count: {n}");
         n as u64
+    }
+    fn bool_or_null(&self) -> Option<bool> {
+        match self {
+            Json::Bool(b) => Some(*b),
+            Json::Null => None,
+            other => panic!("not a bool or null: {other:?}"),
+        }
+    }
+    fn num_or_null(&self) -> Option<f64> {
+        match self {
+            Json::Num(n) => Some(*n),
+            Json::Null => None,
+            other => panic!("not a number or null: {other:?}"),
+        }
+    }
+    fn str(&self) -> &str {
+        match self {
+            Json::Str(s) => s,
+            other => panic!("not a string: {other:?}"),
+        }
     }
     fn arr(&self) -> &[Json] {
         match self {
@@ -222,12 +243,12 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Runs the bench at 2 x 4, 1 rep, with `extra` arguments; returns (stdout, JSON, SVG).
+/// Runs the bench at 2 x 4, 2 reps, with `extra` arguments; returns (stdout, JSON, SVG).
 fn tiny_run(tag: &str, extra: &[&str]) -> (String, String, String) {
     let json_path = scratch(&format!("{tag}.json"));
     let svg_path = scratch(&format!("{tag}.svg"));
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["bench-msix", "--vfs", "2", "--vectors", "4", "--reps", "1"])
+        .args(["bench-msix", "--vfs", "2", "--vectors", "4", "--reps", "2"])
         .arg("--json")
         .arg(&json_path)
         .arg("--svg")
@@ -260,7 +281,17 @@ fn tiny_run_writes_the_issue_shape_and_the_strategy_counts() {
             "PASSTHROUGH_REQUIRE_KVM=1 but the bench ran without KVM"
         );
     }
-    check_tiny_run(run);
+    check_tiny_run(run, 8);
+}
+
+#[test]
+fn a_shape_over_the_route_limit_runs_and_counts_the_userspace_vectors() {
+    let (stdout, text, svg) = tiny_run("limit", &["--route-limit", "6"]);
+    assert!(
+        stdout.contains("2 vectors past the limit deliver through userspace"),
+        "{stdout}"
+    );
+    check_tiny_run((stdout, text, svg), 6);
 }
 
 #[test]
@@ -272,12 +303,14 @@ fn the_in_memory_fallback_is_labelled_everywhere_and_counts_the_same() {
     for out in [&stdout, &text, &svg] {
         assert!(out.contains("IN-MEMORY"), "unlabelled output: {out}");
     }
-    check_tiny_run((stdout, text, svg));
+    check_tiny_run((stdout, text, svg), 8);
 }
 
-fn check_tiny_run((stdout, text, svg): (String, String, String)) {
+/// Checks one tiny run whose backend offered `limit` MSI routes for its 2 x 4 vectors.
+fn check_tiny_run((stdout, text, svg): (String, String, String), limit: u64) {
     const VFS: u64 = 2;
     const VECTORS: u64 = 4;
+    let routed = limit.min(VFS * VECTORS);
     let v = parse(&text);
 
     // The issue's shape, in its order.
@@ -287,7 +320,13 @@ fn check_tiny_run((stdout, text, svg): (String, String, String)) {
     );
     assert_eq!(v.get("vfs").count(), VFS);
     assert_eq!(v.get("vectors").count(), VECTORS);
-    assert_eq!(v.get("reps").count(), 1);
+    assert_eq!(v.get("reps").count(), 2);
+    if limit < VFS * VECTORS {
+        assert_eq!(v.get("route_limit").count(), limit);
+    } else {
+        // KVM_CAP_IRQ_ROUTING minus the irqchip's routes (the in-memory backend copies it).
+        assert_eq!(v.get("route_limit").count(), 4096 - 40);
+    }
     let kvm = match v.get("kvm") {
         Json::Bool(b) => *b,
         other => panic!("kvm is not a bool: {other:?}"),
@@ -308,27 +347,72 @@ fn check_tiny_run((stdout, text, svg): (String, String, String)) {
     );
     for key in strategies.keys() {
         let s = strategies.get(key);
-        assert!(s.get("total_ms").num() >= 0.0, "{key}");
+        for figure in ["total", "host", "device", "work", "work_host"] {
+            let (lo, mid, hi) = (
+                s.get(&format!("{figure}_ms_min")).num(),
+                s.get(&format!("{figure}_ms")).num(),
+                s.get(&format!("{figure}_ms_max")).num(),
+            );
+            assert!(
+                0.0 <= lo && lo <= mid && mid <= hi,
+                "{key} {figure}: {lo} {mid} {hi}"
+            );
+        }
         let per_vf = s.get("per_vf_ms").arr();
         assert_eq!(per_vf.len() as u64, VFS, "{key}");
         assert!(per_vf.iter().all(|t| t.num() >= 0.0), "{key}");
-        // The x axis of the seed's table: irqfds walked by each VF's commits.
-        let walked: Vec<u64> = s
-            .get("irqfds_already_assigned")
+        // The two reps counted the same everywhere (a count they disagree on is an array).
+        assert_eq!(s.get("varied_counts").keys().len(), 0, "{key}");
+        // Every vector within the limit is restored with its own irqfd; the others deliver
+        // through userspace, counted from the devices' routes.
+        assert_eq!(s.get("irqfds").count(), routed, "{key}");
+        assert_eq!(s.get("routes").count(), routed, "{key}");
+        assert_eq!(
+            s.get("userspace_vectors").count(),
+            VFS * VECTORS - routed,
+            "{key}"
+        );
+    }
+    // Irqfds bound once each VF's slot of the window ended, from the router's counters:
+    // per vector and per device, each VF's own join the earlier ones'; VM-wide binds them
+    // all at the closing commit; staged bound them all before the window.
+    let after_vf = |k: &str| -> Vec<u64> {
+        strategies
+            .get(k)
+            .get("irqfds_after_vf")
             .arr()
             .iter()
             .map(Json::count)
-            .collect();
-        assert_eq!(walked, [VECTORS, 2 * VECTORS], "{key}");
-        // Every strategy restores every vector with its own irqfd.
-        assert_eq!(s.get("irqfds").count(), VFS * VECTORS, "{key}");
+            .collect()
+    };
+    let first = VECTORS.min(routed);
+    assert_eq!(after_vf("per_vector"), [first, routed]);
+    assert_eq!(after_vf("per_device"), [first, routed]);
+    assert_eq!(after_vf("vm_wide"), [0, 0]);
+    assert_eq!(after_vf("staged"), [routed, routed]);
+    // The table's first column is the per_device run's.
+    let table_axis: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("1st") || l.starts_with("2nd"))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(table_axis, [first.to_string(), routed.to_string()]);
+    // Staging and the deferred commit are staged's alone, and part of its work.
+    for k in ["per_vector", "per_device", "vm_wide"] {
+        let s = strategies.get(k);
+        assert_eq!(s.get("staging_ms_max").num(), 0.0, "{k}");
+        assert_eq!(s.get("work_ms").num(), s.get("total_ms").num(), "{k}");
     }
+    let staged = strategies.get("staged");
+    assert!(staged.get("staging_ms").num() > 0.0);
+    assert!(staged.get("deferred_commit_ms").num() > 0.0);
+    assert!(staged.get("work_ms_min").num() > staged.get("total_ms_max").num());
 
     let commits = |k: &str| strategies.get(k).get("gsi_routing_commits").count();
     let set_irqs = |k: &str| strategies.get(k).get("set_irqs_calls").count();
     let staged_before = |k: &str| strategies.get(k).get("staged_commits").count();
     // Per vector: each vector's route is committed on its own.
-    assert_eq!(commits("per_vector"), VFS * VECTORS);
+    assert_eq!(commits("per_vector"), routed);
     // Per device: one commit as each device's enable ends.
     assert_eq!(commits("per_device"), VFS);
     // VM-wide: the outer batch commits once for the whole VM.
@@ -373,7 +457,26 @@ fn check_tiny_run((stdout, text, svg): (String, String, String)) {
         let raw = v.get("raw");
         assert_eq!(
             raw.get("per_vector").get("gsi_routing_commits").count(),
-            VFS * VECTORS
+            routed
+        );
+        for k in raw.keys() {
+            let r = raw.get(k);
+            assert_eq!(r.get("irqfds").count(), routed, "raw {k}");
+            assert_eq!(
+                r.get("userspace_vectors").count(),
+                VFS * VECTORS - routed,
+                "raw {k}"
+            );
+            assert_eq!(r.get("varied_counts").keys().len(), 0, "raw {k}");
+        }
+        assert_eq!(
+            raw.get("per_device")
+                .get("irqfds_after_vf")
+                .arr()
+                .iter()
+                .map(Json::count)
+                .collect::<Vec<_>>(),
+            [first, routed]
         );
         assert_eq!(
             raw.get("per_device").get("gsi_routing_commits").count(),
@@ -390,19 +493,54 @@ fn check_tiny_run((stdout, text, svg): (String, String, String)) {
         );
     }
 
-    // Every target of the issue is judged, on host-side and on whole times.
+    // Every target is judged, on host-side and on whole times, and each verdict follows from
+    // its ratio and its target (the verdict logic itself is unit-tested in the bench).
     let ratios = v.get("ratios");
-    assert_eq!(ratios.keys().len(), 4);
+    assert_eq!(
+        ratios.keys(),
+        [
+            "per_vector / vm_wide",
+            "per_device / vm_wide",
+            "staged window / per_device",
+            "staged work / per_device",
+            "vm_wide / floor"
+        ]
+    );
     for k in ratios.keys() {
-        for field in [
-            "measured",
-            "measured_incl_device",
-            "target",
-            "met",
-            "met_incl_device",
+        let c = ratios.get(k);
+        let target = c.get("target").str();
+        let (op, bound) = target.split_once(' ').unwrap();
+        let bound: f64 = bound.parse().unwrap();
+        for (measured, met) in [
+            ("measured", "met"),
+            ("measured_incl_device", "met_incl_device"),
         ] {
-            let _ = ratios.get(k).get(field);
+            let ratio = c.get(measured).num_or_null();
+            let verdict = c.get(met).bool_or_null();
+            // Every strategy ran; only the floor is missing without KVM.
+            let expect_measured = kvm || k != "vm_wide / floor";
+            assert_eq!(ratio.is_some(), expect_measured, "{k} {measured}");
+            let want = ratio.map(|x| match op {
+                ">=" => x >= bound,
+                "<=" => x <= bound,
+                other => panic!("{k}: unknown target {other}"),
+            });
+            assert_eq!(verdict, want, "{k}: {measured} {ratio:?} against {target}");
         }
+    }
+    // The table prints the same verdicts.
+    let verdict_word = |m: Option<bool>| match m {
+        Some(true) => "met",
+        Some(false) => "SHORT",
+        None => "not measured",
+    };
+    for k in ratios.keys() {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(k))
+            .unwrap_or_else(|| panic!("no table line for {k}"));
+        let host = verdict_word(ratios.get(k).get("met").bool_or_null());
+        assert!(line.contains(host), "{line}");
     }
 
     // The seed-000 table: one call beats one call per vector.

@@ -702,6 +702,17 @@ fn states() -> Vec<(&'static str, DeviceState)> {
                 ..DeviceState::default()
             },
         ),
+        // A 4 KiB config space in a stream a version-1 reader loads (the notice, which
+        // version 1 cannot carry, is in the next one).
+        (
+            "extended",
+            DeviceState {
+                config: extended.clone(),
+                interrupt_mode: InterruptMode::Intx,
+                msix: Some(MsixState::with_vectors(1)),
+                ..DeviceState::default()
+            },
+        ),
         (
             "extended-notice",
             DeviceState {

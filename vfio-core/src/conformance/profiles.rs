@@ -29,7 +29,8 @@ fn space(dump: &str) -> Result<ConfigSpace, Failure> {
 
 /// QEMU 7.2's e1000e as vfio-pci in Linux 6.12.117 shows it: BAR0 and BAR1 0x20000 of memory,
 /// BAR2 0x20 of I/O, BAR3 (the MSI-X BAR) 0x4000, as REGION_INFO reported them in the lab;
-/// dynamic MSI-X with 5 vectors; the interrupt registers of QEMU's e1000e in BAR0.
+/// dynamic MSI-X with 5 vectors; the interrupt registers of QEMU's e1000e in BAR0, which
+/// VFIO_DEVICE_RESET (a PM reset) leaves as they were.
 pub fn e1000e_profile() -> Result<SimDevice, Failure> {
     Ok(SimDevice::from_config_space_builder(space(E1000E_SYSFS)?)
         .bar(0, BarKind::Mem32, 0x20000, false)
@@ -38,6 +39,17 @@ pub fn e1000e_profile() -> Result<SimDevice, Failure> {
         .bar(3, BarKind::Mem32, 0x4000, false)
         .msix_mode(MsixMode::Dynamic)
         .model(DeviceModel::E1000e)
+        .msi_needs_bus_master(true)
+        .reset_keeps_registers(true)
+        .build()?)
+}
+
+/// QEMU 7.2's NVMe PF as vfio-pci in Linux 6.12.117 shows it: BAR0 64-bit, 0x4000, holding
+/// the MSI-X table (63 vectors, dynamic). The seed-000 comparison runs on it.
+pub fn nvme_pf_profile() -> Result<SimDevice, Failure> {
+    Ok(SimDevice::from_config_space_builder(space(NVME_PF_SYSFS)?)
+        .bar(0, BarKind::Mem64, 0x4000, false)
+        .msix_mode(MsixMode::Dynamic)
         .msi_needs_bus_master(true)
         .build()?)
 }

@@ -7,6 +7,16 @@
 //! value did not succeed (vfio-pci returns the number of vectors the PCI core could allocate
 //! when it could not allocate all, and enables none); a region read or write that moves fewer
 //! bytes than asked is an error, and is not retried (a retry would access the device again).
+//!
+//! An access that does not lie inside its region is refused with EINVAL before the kernel
+//! sees it, the trait's rule for both backends. The kernel itself answers differently, which
+//! a caller doing its own `pread`/`pwrite` on the device fd ([`AsFd`]) meets: EFAULT for config
+//! space (Linux v6.12.117 drivers/vfio/pci/vfio_pci_config.c, vfio_config_do_rw()) and a short
+//! count for the part of a BAR access inside the BAR (vfio_pci_rdwr.c, vfio_pci_bar_rw()).
+//!
+//! `VFIO_DEVICE_RESET` is always issued: the kernel decides. vfio-pci answers EINVAL for a
+//! function it could not reset at open (vfio_pci_ioctl_reset()), and mtty resets although it
+//! never reports `VFIO_DEVICE_FLAGS_RESET` (samples/vfio-mdev/mtty.c, mtty_reset()).
 
 use std::fs::File;
 use std::io;

@@ -28,9 +28,10 @@ use crate::info::{
 /// COMMAND's I/O, memory, bus master, parity, SERR and INTx Disable bits, STATUS's error bits
 /// (write 1 to clear), cache line size and interrupt line, MSI enable/MME and message
 /// registers, MSI-X enable and function mask, PMCSR power state and PME enable (PME status
-/// write 1 to clear), PCIe DEVCTL's error-reporting enables.
+/// write 1 to clear). PCIe DEVCTL is read-only in the device (QEMU 7.2's e1000e keeps its
+/// error-reporting enables at 0, seen in the lab); vfio-pci virtualizes MPS, MRRS and FLR.
 fn emulated_device_masks(c: &mut VfioConfig) {
-    let (msi, msix, exp, pm) = (c.msi_cap(), c.msix_cap(), c.exp_cap(), c.pm_cap());
+    let (msi, msix, pm) = (c.msi_cap(), c.msix_cap(), c.pm_cap());
     let p = &mut c.phys;
     let command = config::COMMAND_IO
         | config::COMMAND_MEMORY
@@ -62,10 +63,6 @@ fn emulated_device_masks(c: &mut VfioConfig) {
             2,
             u32::from(config::PM_CTRL_PME_STATUS),
         );
-    }
-    if let Some(at) = exp {
-        let devctl = config::EXP_DEVCTL_ERR_REPORTING;
-        p.writable(at + config::EXP_DEVCTL, 2, u32::from(devctl));
     }
 }
 
@@ -253,7 +250,8 @@ impl SimDevice {
             bars,
             mem,
             msi_needs_bus_master: b.msi_needs_bus_master,
-            state: Mutex::new(SimState {
+            reset_keeps_registers: b.reset_keeps_registers,
+            state: Arc::new(Mutex::new(SimState {
                 config,
                 irq: IrqState::new(msix_vectors, dynamic),
                 counters,
@@ -261,7 +259,7 @@ impl SimDevice {
                 migration,
                 model,
                 mtty: mtty_model,
-            }),
+            })),
         })
     }
 }

@@ -161,6 +161,8 @@ impl IrqState {
                     return Err(set_err(INTX_IRQ_INDEX, libc::EBUSY));
                 }
                 self.intx_unmask = Self::intx_eventfd(set)?;
+                self.virqfd_generation += 1;
+                self.virqfd_new = true;
                 // Already signalled at install: the handler runs at once.
                 self.service_intx_unmask(c);
                 return Ok(());

@@ -90,6 +90,10 @@ pub(crate) struct IrqState {
     /// The INTx unmask eventfd (`ACTION_UNMASK | DATA_EVENTFD`, the kernel's virqfd): a
     /// signal on it unmasks INTx. Serviced whenever the device or the user touches INTx.
     pub(crate) intx_unmask: Option<Trigger>,
+    /// Counts unmask eventfd installs; a watcher thread serves the install it was started for.
+    pub(crate) virqfd_generation: u64,
+    /// An unmask eventfd was installed and its watcher has not been started yet.
+    pub(crate) virqfd_new: bool,
     /// `ctx->masked` of INTx.
     pub(crate) intx_masked: bool,
     /// The level the device drives on its INTx pin.
@@ -122,6 +126,8 @@ impl IrqState {
             pending: vec![false; msix_vectors as usize],
             intx: None,
             intx_unmask: None,
+            virqfd_generation: 0,
+            virqfd_new: false,
             intx_masked: false,
             intx_line: false,
             virq_disabled: false,

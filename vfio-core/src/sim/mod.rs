@@ -63,8 +63,22 @@
 //!   D3hot only (no D3cold, runtime PM or `needs_pm_restore`); `vfio_bar_restore()` (reset
 //!   detection on COMMAND writes) never has anything to restore.
 //! - The REQ eventfd is signalled by [`SimDevice::request`] and the ERR eventfd by
-//!   [`SimDevice::aer_error`]: there is no device removal or AER to do it.
-//! - Delivery is synchronous: no workqueue, no interrupt throttling.
+//!   [`SimDevice::aer_error`]: there is no device removal or AER to do it (the lab's
+//!   `vmm-glue/lab_nvme` removes a real VF; the conformance suite does not).
+//! - INTx is modelled for devices that mask with COMMAND's INTx Disable (`pci_2_3`, every QEMU
+//!   device): no irqchip masking, no `nointx` quirk, no ENODEV for a function without an IRQ.
+//! - MSI: a device message with no trigger bound is dropped; in the kernel the freed vector's
+//!   message is zeroed and the device's write to address 0 is blocked by the IOMMU (seen in
+//!   the lab). Per-vector MSI masking bits reach the device's registers but gate nothing. A
+//!   latched MSI-X vector is delivered when its trigger is bound whatever Bus Master says.
+//! - Capabilities no lab device has (vendor-specific, AF, VPD, PCI-X, hidden ones and the
+//!   extended ones but AER and DSN) follow the kernel's tables in the config model and its unit
+//!   tests, but no lab scenario has checked them; neither has DEVCTL2.
+//! - QEMU 7.2's e1000e throttles interrupts (ITR/EITR) and aborts when MSI-X is enabled or
+//!   disabled while a throttling timer runs; the model sends every interrupt at once and never
+//!   aborts, so the scenarios wait before switching interrupt types (the `\[QEMU\]` notes).
+//! - Delivery is synchronous (no workqueue), except the INTx unmask eventfd, which a thread
+//!   serves as the kernel's virqfd is served from the eventfd's wakeup.
 
 mod build;
 mod builder;
@@ -186,7 +200,10 @@ pub struct SimDevice {
     mem: File,
     /// MSI and MSI-X messages need COMMAND's Bus Master (QEMU's devices).
     msi_needs_bus_master: bool,
-    state: Mutex<SimState>,
+    /// The emulated device ignores the kernel's reset (QEMU's e1000e and its PM reset).
+    reset_keeps_registers: bool,
+    /// Shared with the INTx unmask eventfd's watcher thread (the kernel's virqfd).
+    state: Arc<Mutex<SimState>>,
 }
 
 impl SimDevice {
@@ -433,6 +450,9 @@ impl VfioDevice for SimDevice {
         if s.irq.active != before {
             self.interrupt_mode_changed(s);
         }
+        if std::mem::take(&mut s.irq.virqfd_new) {
+            self.watch_unmask_eventfd(s);
+        }
         result
     }
 
@@ -496,6 +516,40 @@ impl SimDevice {
             }
         }
         self.sync_model(s);
+    }
+
+    /// Serve the INTx unmask eventfd just installed from a thread, as the kernel's virqfd runs
+    /// its handler when the eventfd is written (`virqfd_wakeup()`): the user writing it unmasks
+    /// INTx (or re-sends while the line is asserted) without touching the device.
+    fn watch_unmask_eventfd(&self, s: &SimState) {
+        let Some(file) = s
+            .irq
+            .intx_unmask
+            .as_ref()
+            .and_then(|t| t.file.try_clone().ok())
+        else {
+            return;
+        };
+        let generation = s.irq.virqfd_generation;
+        let state = Arc::downgrade(&self.state);
+        let spawned = std::thread::Builder::new()
+            .name("vfio-sim-virqfd".into())
+            .spawn(move || loop {
+                let Ok(ready) = crate::ioctl::wait_readable(&file, 20) else {
+                    return;
+                };
+                let Some(state) = state.upgrade() else { return };
+                let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
+                let s = &mut *guard;
+                if s.irq.virqfd_generation != generation || s.irq.intx_unmask.is_none() {
+                    return;
+                }
+                if ready {
+                    s.irq.service_intx_unmask(&mut s.counters);
+                }
+            });
+        // Without a thread the eventfd is still served whenever the device is touched.
+        drop(spawned);
     }
 
     /// An FLR through config space (`pci_try_reset_function()`): the device resets, config

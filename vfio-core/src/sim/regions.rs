@@ -252,8 +252,12 @@ impl SimDevice {
 
     /// The device's own reset (what `pci_try_reset_function()` resets of it; its config space
     /// is saved and restored around it): the BARs' memory and modelled registers at their
-    /// reset values, nothing pending, INTx deasserted.
+    /// reset values, nothing pending, INTx deasserted; nothing for a device that ignores the
+    /// kernel's reset method.
     pub(super) fn device_reset(&self, s: &mut SimState) -> Result<()> {
+        if self.reset_keeps_registers {
+            return Ok(());
+        }
         for r in bar_regions(&self.info).filter(|r| r.size > 0) {
             crate::ioctl::punch_hole(&self.mem, r.offset, r.size).map_err(Error::Reset)?;
         }

@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use super::model::{Report, StrategyResult};
-use super::table::{checks, irqfds_assigned};
+use super::model::{Count, Report, Spread, StrategyResult};
+use super::verdict::checks;
 
 /// A JSON number, or `null` for values JSON cannot carry.
 fn num(v: f64) -> String {
@@ -40,34 +40,70 @@ fn list<T>(items: impl IntoIterator<Item = T>, f: impl Fn(T) -> String) -> Strin
     format!("[{}]", v.join(","))
 }
 
-fn strategy(s: &StrategyResult, vectors: u32) -> String {
+/// A count: a number when every rep counted the same, else the array of each rep's value.
+fn count(c: &Count) -> String {
+    match c {
+        Count::Same(v) => v.to_string(),
+        Count::Varied(v) => list(v.iter(), u64::to_string),
+    }
+}
+
+/// `"name_ms":median,"name_ms_min":min,"name_ms_max":max`.
+fn spread(name: &str, s: Spread) -> String {
     format!(
-        "{{\"total_ms\":{},\"per_vf_ms\":{},\"gsi_routing_commits\":{},\"set_irqs_calls\":{},\
-         \"closing_ms\":{},\"device_ms\":{},\"host_ms\":{},\"staged_commits\":{},\"irqfds\":{},\"irqfds_already_assigned\":{},\
-         \"deferred_commit_ms\":{},\"deferred_gsi_routing_commits\":{},\"deferred_set_irqs_calls\":{}}}",
-        num(s.total_ms),
-        list(s.per_vf_ms.iter().copied(), num),
-        s.gsi_routing_commits,
-        s.set_irqs_calls,
-        num(s.closing_ms),
-        num(s.device_ms),
-        num(s.host_ms),
-        s.staged_commits,
-        s.irqfds,
-        list(0..s.per_vf_ms.len(), |i| irqfds_assigned(i, vectors)
-            .to_string()),
-        num(s.deferred_commit_ms),
-        s.deferred_gsi_routing_commits,
-        s.deferred_set_irqs_calls,
+        "\"{name}_ms\":{},\"{name}_ms_min\":{},\"{name}_ms_max\":{}",
+        num(s.median),
+        num(s.min),
+        num(s.max)
     )
 }
 
-fn strategies(v: &[StrategyResult], vectors: u32) -> String {
+fn strategy(s: &StrategyResult) -> String {
+    let spreads = [
+        ("total", s.total),
+        ("host", s.host),
+        ("device", s.device),
+        ("closing", s.closing),
+        ("staging", s.staging),
+        ("deferred_commit", s.deferred),
+        ("work", s.work),
+        ("work_host", s.work_host),
+    ]
+    .map(|(n, v)| spread(n, v))
+    .join(",");
+    let counts = s
+        .counts()
+        .into_iter()
+        .map(|(n, c)| format!("\"{n}\":{}", count(c)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let varied = s
+        .varied_counts()
+        .into_iter()
+        .map(|(n, v)| format!("{}:{}", string(&n), list(v.iter(), u64::to_string)))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "{{{spreads},\"per_vf_ms\":{},{counts},\"irqfds_after_vf\":{},\"varied_counts\":{{{varied}}}}}",
+        list(s.per_vf_ms.iter().copied(), num),
+        list(&s.irqfds_after_vf, count),
+    )
+}
+
+fn strategies(v: &[StrategyResult]) -> String {
     let fields: Vec<String> = v
         .iter()
-        .map(|s| format!("{}:{}", string(s.strategy.name()), strategy(s, vectors)))
+        .map(|s| format!("{}:{}", string(s.strategy.name()), strategy(s)))
         .collect();
     format!("{{{}}}", fields.join(","))
+}
+
+fn opt_num(v: Option<f64>) -> String {
+    v.map(num).unwrap_or_else(|| "null".into())
+}
+
+fn opt_bool(v: Option<bool>) -> String {
+    v.map(|b| b.to_string()).unwrap_or_else(|| "null".into())
 }
 
 /// The report as one JSON object: the issue's shape first, extra fields after.
@@ -78,15 +114,11 @@ pub fn render(r: &Report) -> String {
             format!(
                 "{}:{{\"measured\":{},\"measured_incl_device\":{},\"target\":{},\"met\":{},\"met_incl_device\":{}}}",
                 string(c.what),
-                c.host.map(num).unwrap_or_else(|| "null".into()),
-                c.total.map(num).unwrap_or_else(|| "null".into()),
-                string(c.target),
-                c.met
-                    .map(|b| b.to_string())
-                    .unwrap_or_else(|| "null".into()),
-                c.met_total
-                    .map(|b| b.to_string())
-                    .unwrap_or_else(|| "null".into())
+                opt_num(c.host),
+                opt_num(c.total),
+                string(&c.target.text()),
+                opt_bool(c.met),
+                opt_bool(c.met_total),
             )
         })
         .collect();
@@ -98,18 +130,23 @@ pub fn render(r: &Report) -> String {
             g.vector_bindings
         )
     });
+    let floor = r.floor();
     format!(
         "{{\"vfs\":{},\"vectors\":{},\"reps\":{},\"kvm\":{},\"floor_ms\":{},\"strategies\":{},\
-         \"backend\":{},\"driver\":{},\"raw\":{},\"ratios\":{{{}}},\"growth\":{}}}\n",
+         \"floor_ms_min\":{},\"floor_ms_max\":{},\"route_limit\":{},\"backend\":{},\"driver\":{},\
+         \"raw\":{},\"ratios\":{{{}}},\"growth\":{}}}\n",
         r.vfs,
         r.vectors,
         r.reps,
         r.kvm,
-        r.floor_ms.map(num).unwrap_or_else(|| "null".into()),
-        strategies(&r.strategies, r.vectors),
+        opt_num(floor.map(|f| f.median)),
+        strategies(&r.strategies),
+        opt_num(floor.map(|f| f.min)),
+        opt_num(floor.map(|f| f.max)),
+        r.route_limit,
         string(&r.backend_label()),
         string(&r.driver),
-        strategies(&r.raw, r.vectors),
+        strategies(&r.raw),
         ratios.join(","),
         growth,
     )
@@ -122,6 +159,12 @@ mod tests {
     #[test]
     fn strings_are_escaped() {
         assert_eq!(string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+
+    #[test]
+    fn counts_are_numbers_or_per_rep_arrays() {
+        assert_eq!(count(&Count::Same(8)), "8");
+        assert_eq!(count(&Count::Varied(vec![8, 9, 8])), "[8,9,8]");
     }
 
     #[test]

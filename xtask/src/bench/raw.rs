@@ -94,17 +94,27 @@ fn attach(vm: &VmFd, fd: EventFd, gsi: u32, fds: &mut Vec<EventFd>) -> Result<()
     Ok(())
 }
 
-/// One timed raw run of `strategy` in a fresh VM.
-pub fn run(kvm: &Kvm, strategy: Strategy, vfs: u32, vectors: u32) -> Result<RunSample, String> {
+/// One timed raw run of `strategy` in a fresh VM. Only the first `limit` vectors (in VF
+/// order) get a route and an irqfd, as the library's router hands out GSIs; the others are
+/// counted as delivered through userspace.
+pub fn run(
+    kvm: &Kvm,
+    strategy: Strategy,
+    vfs: u32,
+    vectors: u32,
+    limit: u32,
+) -> Result<RunSample, String> {
     let vm = fresh_vm(kvm)?;
     let mut t = Table {
         vm: &vm,
         entries: irqchip_routes(),
         commits: 0,
     };
-    let mut fds = Vec::with_capacity((vfs * vectors) as usize);
+    let total = vfs * vectors;
+    let routed = total.min(limit);
+    let mut fds = Vec::with_capacity(routed as usize);
     // The eventfds exist before the window, as a device's do once it is opened.
-    let mut pool = (0..vfs * vectors)
+    let mut pool = (0..routed)
         .map(|_| eventfd())
         .collect::<Result<Vec<_>, _>>()?
         .into_iter();
@@ -112,47 +122,57 @@ pub fn run(kvm: &Kvm, strategy: Strategy, vfs: u32, vectors: u32) -> Result<RunS
         pool.next()
             .ok_or_else(|| "eventfd pool exhausted".to_string())
     };
-    let mut sample = RunSample::default();
-    // Irqfds are bound once their routes are committed.
-    let gsi = |vf: u32, v: u32| FIRST_MSI_GSI + vf * vectors + v;
+    let mut sample = RunSample {
+        userspace_vectors: u64::from(total - routed),
+        ..RunSample::default()
+    };
+    // Irqfds are bound once their routes are committed. Vector `v` of VF `vf` is vector
+    // `vf * vectors + v` of the VM; it has a route only below `limit`.
+    let index = |vf: u32, v: u32| vf * vectors + v;
+    let gsi = |vf: u32, v: u32| FIRST_MSI_GSI + index(vf, v);
+    let has_route = |vf: u32, v: u32| index(vf, v) < limit;
     match strategy {
         Strategy::PerVector => {
             for vf in 0..vfs {
                 let start = Instant::now();
-                for v in 0..vectors {
+                for v in (0..vectors).filter(|v| has_route(vf, *v)) {
                     let fd = eventfd()?;
                     t.entries.push(msi_route(vf, v, vectors));
                     t.commit()?;
                     attach(&vm, fd, gsi(vf, v), &mut fds)?;
                 }
                 sample.per_vf.push(start.elapsed());
+                sample.irqfds_after_vf.push(fds.len() as u64);
             }
         }
         Strategy::PerDevice => {
             for vf in 0..vfs {
                 let start = Instant::now();
-                let new: Vec<EventFd> =
-                    (0..vectors).map(|_| eventfd()).collect::<Result<_, _>>()?;
+                let mine: Vec<u32> = (0..vectors).filter(|v| has_route(vf, *v)).collect();
+                let new: Vec<EventFd> = mine.iter().map(|_| eventfd()).collect::<Result<_, _>>()?;
                 t.entries
-                    .extend((0..vectors).map(|v| msi_route(vf, v, vectors)));
-                t.commit()?;
-                for (v, fd) in (0..vectors).zip(new) {
-                    attach(&vm, fd, gsi(vf, v), &mut fds)?;
+                    .extend(mine.iter().map(|v| msi_route(vf, *v, vectors)));
+                if !mine.is_empty() {
+                    t.commit()?;
+                }
+                for (v, fd) in mine.iter().zip(new) {
+                    attach(&vm, fd, gsi(vf, *v), &mut fds)?;
                 }
                 sample.per_vf.push(start.elapsed());
+                sample.irqfds_after_vf.push(fds.len() as u64);
             }
         }
         Strategy::VmWide => {
             // Per VF: its eventfds and routes. The one commit and every irqfd close the window.
-            let mut pending = Vec::with_capacity((vfs * vectors) as usize);
+            let mut pending = Vec::with_capacity(routed as usize);
             for vf in 0..vfs {
                 let start = Instant::now();
-                for v in 0..vectors {
+                for v in (0..vectors).filter(|v| has_route(vf, *v)) {
                     pending.push((eventfd()?, gsi(vf, v)));
+                    t.entries.push(msi_route(vf, v, vectors));
                 }
-                t.entries
-                    .extend((0..vectors).map(|v| msi_route(vf, v, vectors)));
                 sample.per_vf.push(start.elapsed());
+                sample.irqfds_after_vf.push(fds.len() as u64);
             }
             let start = Instant::now();
             t.commit()?;
@@ -163,32 +183,40 @@ pub fn run(kvm: &Kvm, strategy: Strategy, vfs: u32, vectors: u32) -> Result<RunS
         }
         Strategy::Staged => {
             // Before the window: the precopied routes committed and every irqfd bound.
+            let start = Instant::now();
             for vf in 0..vfs {
-                t.entries
-                    .extend((0..vectors).map(|v| msi_route(vf, v, vectors)));
+                t.entries.extend(
+                    (0..vectors)
+                        .filter(|v| has_route(vf, *v))
+                        .map(|v| msi_route(vf, v, vectors)),
+                );
             }
             t.commit()?;
             for vf in 0..vfs {
-                for v in 0..vectors {
+                for v in (0..vectors).filter(|v| has_route(vf, *v)) {
                     attach(&vm, eventfd()?, gsi(vf, v), &mut fds)?;
                 }
             }
+            sample.staging = start.elapsed();
             sample.staged_commits = t.commits;
             // Window: the difference (vector 0 of each VF retargeted) staged in the table; the
             // commit is deferred past the resume, as the library's switchover does.
             let chip = irqchip_routes().len();
             for vf in 0..vfs {
                 let start = Instant::now();
-                let m = retargeted_message(vf, 0);
-                if let Some(e) = t.entries.get_mut(chip + (vf * vectors) as usize) {
-                    e.u.msi = kvm_irq_routing_msi {
-                        address_lo: m.address as u32,
-                        address_hi: (m.address >> 32) as u32,
-                        data: m.data,
-                        ..Default::default()
-                    };
+                if has_route(vf, 0) {
+                    let m = retargeted_message(vf, 0);
+                    if let Some(e) = t.entries.get_mut(chip + index(vf, 0) as usize) {
+                        e.u.msi = kvm_irq_routing_msi {
+                            address_lo: m.address as u32,
+                            address_hi: (m.address >> 32) as u32,
+                            data: m.data,
+                            ..Default::default()
+                        };
+                    }
                 }
                 sample.per_vf.push(start.elapsed());
+                sample.irqfds_after_vf.push(fds.len() as u64);
             }
             sample.gsi_routing_commits = t.commits - sample.staged_commits;
             let start = Instant::now();
@@ -197,11 +225,13 @@ pub fn run(kvm: &Kvm, strategy: Strategy, vfs: u32, vectors: u32) -> Result<RunS
             sample.deferred = start.elapsed();
             sample.deferred_commits = t.commits - before;
             sample.irqfds = fds.len() as u64;
+            sample.routes = (t.entries.len() - chip) as u64;
             return Ok(sample);
         }
     }
     sample.gsi_routing_commits = t.commits;
     sample.irqfds = fds.len() as u64;
+    sample.routes = (t.entries.len() - irqchip_routes().len()) as u64;
     // Tear the VM down outside the window.
     drop(fds);
     drop(vm);
@@ -211,6 +241,16 @@ pub fn run(kvm: &Kvm, strategy: Strategy, vfs: u32, vectors: u32) -> Result<RunS
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// KVM's route limit for MSI routes: `KVM_CAP_IRQ_ROUTING` entries minus the irqchip routes
+    /// every table carries.
+    fn msi_route_limit(kvm: &Kvm) -> Result<u32, String> {
+        let vm = fresh_vm(kvm)?;
+        let cap = vm.check_extension_int(kvm_ioctls::Cap::IrqRouting);
+        let cap = u32::try_from(cap).map_err(|_| format!("KVM_CAP_IRQ_ROUTING is {cap}"))?;
+        let chip = u32::try_from(irqchip_routes().len()).unwrap_or(u32::MAX);
+        Ok(cap.saturating_sub(chip))
+    }
 
     #[test]
     fn irqchip_table_has_forty_routes_without_duplicates() {
@@ -227,13 +267,19 @@ mod tests {
         let Some(kvm) = super::super::kvm_or_skip("raw_counts_match_the_strategy") else {
             return;
         };
-        let pv = run(&kvm, Strategy::PerVector, 2, 3).unwrap();
+        let limit = msi_route_limit(&kvm).unwrap();
+        // KVM_CAP_IRQ_ROUTING is 4096 on x86, 40 entries of which the irqchip's.
+        assert_eq!(limit, 4096 - 40);
+        let pv = run(&kvm, Strategy::PerVector, 2, 3, limit).unwrap();
         assert_eq!((pv.gsi_routing_commits, pv.irqfds), (6, 6));
-        let pd = run(&kvm, Strategy::PerDevice, 2, 3).unwrap();
+        assert_eq!(pv.irqfds_after_vf, [3, 6]);
+        let pd = run(&kvm, Strategy::PerDevice, 2, 3, limit).unwrap();
         assert_eq!((pd.gsi_routing_commits, pd.irqfds), (2, 6));
-        let vw = run(&kvm, Strategy::VmWide, 2, 3).unwrap();
+        assert_eq!(pd.irqfds_after_vf, [3, 6]);
+        let vw = run(&kvm, Strategy::VmWide, 2, 3, limit).unwrap();
         assert_eq!((vw.gsi_routing_commits, vw.irqfds), (1, 6));
-        let st = run(&kvm, Strategy::Staged, 2, 3).unwrap();
+        assert_eq!(vw.irqfds_after_vf, [0, 0]);
+        let st = run(&kvm, Strategy::Staged, 2, 3, limit).unwrap();
         assert_eq!(
             (
                 st.staged_commits,
@@ -243,5 +289,26 @@ mod tests {
             ),
             (1, 0, 1, 6)
         );
+        assert_eq!(st.irqfds_after_vf, [6, 6]);
+        assert!(st.staging > std::time::Duration::ZERO);
+        for s in [&pv, &pd, &vw, &st] {
+            assert_eq!((s.routes, s.userspace_vectors), (6, 0));
+        }
+    }
+
+    #[test]
+    fn vectors_past_the_limit_get_no_route_and_no_irqfd() {
+        let Some(kvm) = super::super::kvm_or_skip("vectors_past_the_limit_get_no_route") else {
+            return;
+        };
+        // Two VFs of three vectors, four routes allowed: the second VF keeps one.
+        for strategy in Strategy::ALL {
+            let s = run(&kvm, strategy, 2, 3, 4).unwrap();
+            assert_eq!((s.routes, s.irqfds), (4, 4), "{strategy}");
+            assert_eq!(s.userspace_vectors, 2, "{strategy}");
+        }
+        let pv = run(&kvm, Strategy::PerVector, 2, 3, 4).unwrap();
+        assert_eq!(pv.gsi_routing_commits, 4);
+        assert_eq!(pv.irqfds_after_vf, [3, 4]);
     }
 }

@@ -6,7 +6,6 @@
 use std::fmt::Write as _;
 
 use super::model::Report;
-use super::table::irqfds_assigned;
 
 const W: f64 = 820.0;
 const H: f64 = 520.0;
@@ -26,8 +25,15 @@ pub fn render(r: &Report) -> String {
     let mut o = String::new();
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
-    let xmax = irqfds_assigned((r.vfs as usize).saturating_sub(1), r.vectors).max(1) as f64;
-    let xmin = f64::from(r.vectors);
+    // One x position per VF; the ticks say how many irqfds were bound once it was restored
+    // (measured in the per_device run), or which VF it is when that did not run.
+    let xmax = f64::from(r.vfs.max(1));
+    let xmin = 1.0;
+    let axis = r.irqfd_axis();
+    let tick = |i: usize| match axis.and_then(|a| a.get(i)) {
+        Some(c) => c.cell(),
+        None => format!("VF {}", i + 1),
+    };
     let values = r
         .strategies
         .iter()
@@ -91,14 +97,14 @@ pub fn render(r: &Report) -> String {
     }
     // X ticks at every VF.
     for i in 0..r.vfs as usize {
-        let xv = irqfds_assigned(i, r.vectors) as f64;
-        let xx = x(xv);
+        let xx = x(i as f64 + 1.0);
         let _ = writeln!(
             o,
             "<line x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{TOP}\" y2=\"{:.1}\" stroke=\"#eee\"/>\
-             <text x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{xv}</text>",
+             <text x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
             TOP + ph,
-            TOP + ph + 16.0
+            TOP + ph + 16.0,
+            esc(&tick(i))
         );
     }
     let _ = writeln!(
@@ -107,9 +113,14 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         o,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">irqfds already assigned (incl. this VF's)</text>",
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
         LEFT + pw / 2.0,
-        H - 24.0
+        H - 24.0,
+        if axis.is_some() {
+            "irqfds bound once the VF was restored (per_device run, incl. this VF's)"
+        } else {
+            "VF"
+        }
     );
     let _ = writeln!(
         o,
@@ -123,13 +134,7 @@ pub fn render(r: &Report) -> String {
             .per_vf_ms
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                format!(
-                    "{:.1},{:.1}",
-                    x(irqfds_assigned(i, r.vectors) as f64),
-                    y(*v)
-                )
-            })
+            .map(|(i, v)| format!("{:.1},{:.1}", x(i as f64 + 1.0), y(*v)))
             .collect();
         let _ = writeln!(
             o,
@@ -151,10 +156,10 @@ pub fn render(r: &Report) -> String {
             lx + 28.0,
             ly + 4.0,
             esc(s.strategy.name()),
-            s.total_ms
+            s.total.median
         );
     }
-    if let Some(f) = r.floor_ms {
+    if let Some(f) = r.floor().map(|f| f.median) {
         let k = r.strategies.len() as f64;
         let ly = TOP + 10.0 + 22.0 * k;
         let lx = LEFT + pw + 16.0;

@@ -12,6 +12,7 @@
 mod guest;
 mod host;
 mod image;
+mod seed000;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,6 +77,9 @@ const SUITES: &[SuiteSpec] = &[
     ("vfio-core", "lab_fixtures", 120, "--nocapture"),
     // The conformance suite: the scenarios `tests/conformance.rs` runs on the simulator.
     ("vfio-core", "lab_conformance", 600, ""),
+    // Seed 000 on the real kernel: prints `@@LAB-JSON` lines the table is made of. It opens
+    // the NVMe PF, so it runs while no VF exists (before lab_nvme creates its own).
+    ("vfio-core", "lab_msix_growth", 600, "--nocapture"),
     // A real NVMe VF through PassthroughDevice: provisioning, DMA, MSI-X, storm, teardown.
     ("vmm-glue", "lab_nvme", 600, ""),
 ];
@@ -168,6 +172,11 @@ fn lab(timeout: Duration, only: Option<&[String]>) -> Result<(), Failure> {
         );
     }
     let mut failures = Vec::new();
+    if suites.iter().any(|s| s.name == "vfio-core/lab_msix_growth") {
+        if let Err(e) = seed000::print(&seed000::rows(&report)) {
+            failures.push(format!("seed-000 table: {e}"));
+        }
+    }
     for suite in &suites {
         let ran = report.suites.iter().find(|r| r.name == suite.name);
         match ran.map(|r| (r.rc, r.counts())) {
