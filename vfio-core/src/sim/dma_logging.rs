@@ -15,6 +15,13 @@
 //! `samples/vfio-mdev/mtty.c`, `mtty_log_start()`, `mtty_log_stop()`,
 //! `mtty_log_read_and_clear()` all return 0): the mtty profile accepts what the core accepts
 //! and never reports a page, leaving the caller's bitmap as it was.
+//!
+//! A report also needs the kernel's `iova_bitmap`, which is built only with
+//! `CONFIG_IOMMUFD_DRIVER`: without it `iova_bitmap_for_each()` is a stub answering
+//! `EOPNOTSUPP` (Linux v6.12.117 `include/linux/iova_bitmap.h`), so every report fails after
+//! the core's checks while start and stop succeed. The lab's Debian kernel is built so (no
+//! IOMMUFD at all), and that is the mtty profile's default;
+//! [`SimDevice::set_kernel_reports_dma_logs`] models a kernel with it.
 
 use crate::dma::DmaLogging;
 use crate::error::{errno, Error, Result};
@@ -32,6 +39,22 @@ impl SimDevice {
     /// Whether the profile has `log_ops` (mtty does, vfio-pci does not).
     fn has_log_ops(&self) -> bool {
         self.lock().mtty.is_some()
+    }
+
+    /// Whether the simulated kernel has `CONFIG_IOMMUFD_DRIVER`, which DMA-logging reports
+    /// need (see the module docs): `false` (the lab's kernel) until set. Only the mtty profile
+    /// has DMA logging; for others this does nothing.
+    pub fn set_kernel_reports_dma_logs(&self, reports: bool) {
+        if let Some(m) = self.lock().mtty.as_mut() {
+            m.reports_dma_logs = reports;
+        }
+    }
+
+    fn reports_dma_logs(&self) -> bool {
+        self.lock()
+            .mtty
+            .as_ref()
+            .is_some_and(|m| m.reports_dma_logs)
     }
 }
 
@@ -91,6 +114,9 @@ impl DmaLogging for SimDevice {
         }
         iova.checked_add(length)
             .ok_or_else(|| fail(libc::EOVERFLOW))?;
+        if !self.reports_dma_logs() {
+            return Err(fail(libc::EOPNOTSUPP));
+        }
         Ok(())
     }
 }
@@ -113,6 +139,10 @@ mod tests {
         mtty.dma_logging_start(4096, &[(0, 0x10000), (0x20000, 0x1000)])
             .unwrap();
         let mut bits = [0x8000_0000_0000_0001u64, 2];
+        // The lab's kernel has no iova_bitmap: the report fails after the core's checks.
+        let err = mtty.dma_logging_report(0, 128 * 4096, 4096, &mut bits);
+        assert_eq!(err.unwrap_err().errno(), Some(libc::EOPNOTSUPP));
+        mtty.set_kernel_reports_dma_logs(true);
         mtty.dma_logging_report(0, 128 * 4096, 4096, &mut bits)
             .unwrap();
         assert_eq!(bits, [0x8000_0000_0000_0001, 2], "nothing reported");

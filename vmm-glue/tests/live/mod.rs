@@ -89,45 +89,45 @@ impl Journal {
     }
 }
 
-/// A simulated device whose migration and reset calls go to the journal.
+/// A device (simulated or the kernel's) whose migration and reset calls go to the journal.
 #[derive(Debug)]
-pub struct Recorded {
-    pub sim: Arc<SimDevice>,
+pub struct Recorded<D = SimDevice> {
+    pub dev: Arc<D>,
     pub id: u32,
     pub journal: Journal,
 }
 
-impl Recorded {
-    pub fn new(sim: Arc<SimDevice>, id: u32, journal: &Journal) -> Arc<Self> {
+impl<D> Recorded<D> {
+    pub fn new(dev: Arc<D>, id: u32, journal: &Journal) -> Arc<Self> {
         Arc::new(Recorded {
-            sim,
+            dev,
             id,
             journal: journal.clone(),
         })
     }
 }
 
-impl AsFd for Recorded {
+impl<D: AsFd> AsFd for Recorded<D> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sim.as_fd()
+        self.dev.as_fd()
     }
 }
 
-impl VfioDevice for Recorded {
+impl<D: VfioDevice> VfioDevice for Recorded<D> {
     fn info(&self) -> &DeviceInfo {
-        self.sim.info()
+        self.dev.info()
     }
     fn region_read(&self, index: u32, offset: u64, buf: &mut [u8]) -> vfio_core::Result<()> {
-        self.sim.region_read(index, offset, buf)
+        self.dev.region_read(index, offset, buf)
     }
     fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> vfio_core::Result<()> {
-        self.sim.region_write(index, offset, data)
+        self.dev.region_write(index, offset, data)
     }
     fn set_irqs(&self, set: &IrqSet) -> vfio_core::Result<()> {
-        self.sim.set_irqs(set)
+        self.dev.set_irqs(set)
     }
     fn reset(&self) -> vfio_core::Result<()> {
-        let r = self.sim.reset();
+        let r = self.dev.reset();
         if r.is_ok() {
             self.journal.push(Event::Reset { dev: self.id });
         }
@@ -135,13 +135,13 @@ impl VfioDevice for Recorded {
     }
 }
 
-impl VfioMigration for Recorded {
+impl<D: VfioMigration> VfioMigration for Recorded<D> {
     fn migration_features(&self) -> vfio_core::Result<Option<MigrationFeatures>> {
-        self.sim.migration_features()
+        self.dev.migration_features()
     }
     fn set_migration_state(&self, state: MigState) -> vfio_core::Result<Option<MigrationDataFd>> {
-        let from = self.sim.migration_state()?;
-        let r = self.sim.set_migration_state(state);
+        let from = self.dev.migration_state()?;
+        let r = self.dev.set_migration_state(state);
         self.journal.push(Event::Arc {
             dev: self.id,
             from,
@@ -151,19 +151,19 @@ impl VfioMigration for Recorded {
         r
     }
     fn migration_state(&self) -> vfio_core::Result<MigState> {
-        self.sim.migration_state()
+        self.dev.migration_state()
     }
     fn migration_data_size(&self) -> vfio_core::Result<u64> {
-        self.sim.migration_data_size()
+        self.dev.migration_data_size()
     }
 }
 
-impl DmaLogging for Recorded {
+impl<D: DmaLogging> DmaLogging for Recorded<D> {
     fn dma_logging_start(&self, page: u64, ranges: &[(u64, u64)]) -> vfio_core::Result<()> {
-        self.sim.dma_logging_start(page, ranges)
+        self.dev.dma_logging_start(page, ranges)
     }
     fn dma_logging_stop(&self) -> vfio_core::Result<()> {
-        self.sim.dma_logging_stop()
+        self.dev.dma_logging_stop()
     }
     fn dma_logging_report(
         &self,
@@ -172,7 +172,7 @@ impl DmaLogging for Recorded {
         page: u64,
         bitmap: &mut [u64],
     ) -> vfio_core::Result<()> {
-        self.sim.dma_logging_report(iova, length, page, bitmap)
+        self.dev.dma_logging_report(iova, length, page, bitmap)
     }
 }
 
