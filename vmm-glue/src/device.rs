@@ -230,9 +230,7 @@ impl PassthroughDevice {
     /// same object, seen through [`VfioMigration`]). A different object is refused with
     /// [`Error::NotSameDevice`] and nothing changes.
     pub fn with_migration(&mut self, mig: Arc<dyn VfioMigration>) -> Result<()> {
-        let ours = Arc::as_ptr(&self.dev).cast::<()>();
-        let theirs = Arc::as_ptr(&mig).cast::<()>();
-        if !std::ptr::eq(ours, theirs) {
+        if !same_object(&self.dev, &mig) {
             return Err(Error::NotSameDevice);
         }
         self.mig = Some(mig);
@@ -386,6 +384,11 @@ impl PassthroughDevice {
                 .get(usize::from(flr_byte - start))
                 .is_some_and(|b| b & 0x80 != 0)
     }
+}
+
+/// Whether two handles (of any trait) point at the same object.
+pub(crate) fn same_object<A: ?Sized, B: ?Sized>(a: &Arc<A>, b: &Arc<B>) -> bool {
+    std::ptr::eq(Arc::as_ptr(a).cast::<()>(), Arc::as_ptr(b).cast::<()>())
 }
 
 /// Helper on pci-config's space: the guest view of a range (emulated where emulated).

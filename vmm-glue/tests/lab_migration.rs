@@ -27,155 +27,29 @@ mod example;
 mod live;
 mod nvme;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use live::{guest_boots, hex, memory_vm, migratable, uart, unhex, Journal, Recorded, Vm};
+use live::lab::{
+    lab, mark, mttys, order, precopy_mttys, Figures, MTTY_PRECOPY, MTTY_STOP_COPY, MTTY_STREAM,
+    RAM, REPS,
+};
+use live::{
+    entered_order, frames, guest_boots, hex, memory_vm, migratable, stream_error, uart, unhex,
+    Journal, Recorded, Vm,
+};
 use migration_state::{stream, DeviceState, Error as StreamError, State};
-use vfio_core::info::BAR0_REGION_INDEX;
-use vfio_core::lab::LabDevices;
 use vfio_core::{
     Container, DirtySource, KernelDevice, MigState, VfioContainer, VfioDevice, VfioMigration,
 };
-use vm_memory::GuestRegionMmap;
-use vmm_glue::live_migration::{DestinationReport, RoundEnd, SourceReport};
+use vmm_glue::live_migration::{DestinationReport, SourceReport};
 use vmm_glue::{
     DirtyBitmap, DirtyLog, Error, Incoming, MigrationOptions, Outgoing, PassthroughDevice, Strategy,
 };
 
 /// Set in the destination process's environment.
 const ROLE: &str = "VMM_GLUE_LAB_MIGRATION_ROLE";
-/// mtty-2: header 24 bytes (all its pre-copy data), 36 bytes per port.
-const MTTY_PRECOPY: u64 = 24;
-const MTTY_STOP_COPY: u64 = 72;
-const MTTY_STREAM: u64 = 96;
-/// Guest RAM of the mtty VMs (for dirty tracking): 4 MiB at 0.
-const RAM: u64 = 4 << 20;
-
-fn lab() -> LabDevices {
-    LabDevices::from_env().expect("run inside the lab guest (cargo xtask lab)")
-}
-
-/// The lab's mttys `indexes` opened through one new container with guest RAM mapped, each
-/// reset first (an mdev keeps its state between opens; a reset is RUNNING, files closed).
-fn mttys(indexes: &[usize]) -> (Arc<Container>, GuestRegionMmap, Vec<Arc<KernelDevice>>) {
-    let lab = lab();
-    let container = Container::new().unwrap();
-    let devs: Vec<Arc<KernelDevice>> = indexes
-        .iter()
-        .map(|&i| Arc::new(container.open_device(&lab.mtty(i).unwrap()).unwrap()))
-        .collect();
-    for d in &devs {
-        d.reset().unwrap();
-        assert_eq!(d.migration_state().unwrap(), MigState::Running);
-    }
-    let ram = vfio_core::memfd_guest_region(0, RAM).unwrap();
-    container.map_guest_region(&ram).unwrap();
-    (container, ram, devs)
-}
-
-/// Port 0's scratch register, through the device (tells devices apart).
-fn mark(dev: &KernelDevice, value: u8) {
-    dev.region_write(0, 7, &[value]).unwrap();
-}
-
-/// The successful arcs of a log as "id:STATE" items.
-fn order(log: &vmm_glue::TransitionLog) -> Vec<String> {
-    log.entries()
-        .iter()
-        .filter_map(|c| c.entered().map(|s| format!("{}:{s}", c.device)))
-        .collect()
-}
-
-/// Repetitions of each socketpair scenario (times are reported as median, min and max).
-const REPS: usize = 5;
-
-/// What the source and destination measured over `reps` runs, for the migration table.
-struct Figures {
-    devices: usize,
-    estimate: u64,
-    precopy: u64,
-    stop_copy: u64,
-    stream: u64,
-    rounds: u32,
-    switchover: Vec<Duration>,
-    stop_to_running: Vec<Duration>,
-}
-
-impl Figures {
-    /// One run: the source's report and the destination's STOP to RUNNING.
-    fn of<W>(src: &SourceReport<W>, stop_to_running: Duration) -> Self {
-        let sum = |f: fn(&vmm_glue::live_migration::DeviceTransfer) -> u64| -> u64 {
-            src.devices.iter().map(f).sum()
-        };
-        Figures {
-            devices: src.devices.len(),
-            estimate: sum(|d| d.stop_copy_estimate),
-            precopy: sum(|d| d.precopy_bytes),
-            stop_copy: sum(|d| d.stop_copy_bytes),
-            stream: src.stream_bytes,
-            rounds: src.rounds,
-            switchover: vec![src.switchover_time],
-            stop_to_running: vec![stop_to_running],
-        }
-    }
-
-    /// Another run of the same scenario: its byte counts must be the same.
-    fn add(&mut self, other: Figures) {
-        let key = |f: &Figures| (f.devices, f.estimate, f.precopy, f.stop_copy, f.stream);
-        assert_eq!(key(self), key(&other), "the same bytes every run");
-        self.switchover.extend(other.switchover);
-        self.stop_to_running.extend(other.stop_to_running);
-    }
-
-    /// One `@@LAB-JSON` line of the migration table.
-    fn print(&self, scenario: &str) {
-        let stats = |v: &[Duration]| {
-            let mut us: Vec<u128> = v.iter().map(Duration::as_micros).collect();
-            us.sort_unstable();
-            (us[us.len() / 2], us[0], us[us.len() - 1])
-        };
-        let (sw, sw_min, sw_max) = stats(&self.switchover);
-        let (sr, sr_min, sr_max) = stats(&self.stop_to_running);
-        println!();
-        println!(
-            "@@LAB-JSON {{\"table\":\"migration\",\"scenario\":\"{scenario}\",\"devices\":{},\
-             \"estimate\":{},\"precopy\":{},\"stop_copy\":{},\"stream\":{},\"rounds\":{},\
-             \"reps\":{},\"switchover_us\":{sw},\"switchover_min_us\":{sw_min},\
-             \"switchover_max_us\":{sw_max},\"stop_to_running_us\":{sr},\
-             \"stop_to_running_min_us\":{sr_min},\"stop_to_running_max_us\":{sr_max}}}",
-            self.devices,
-            self.estimate,
-            self.precopy,
-            self.stop_copy,
-            self.stream,
-            self.rounds,
-            self.switchover.len(),
-        );
-    }
-}
-
-/// The source side of a pre-copy on mttys: one round reads each device's 24-byte header and
-/// `PRECOPY_INFO` then reports nothing left; mtty's `MIG_DATA_SIZE` is its whole stream.
-fn precopy_mttys<W: std::io::Write>(out: &mut Outgoing<W>, n: usize, dirty: &mut [DirtyBitmap]) {
-    let rounds = out.precopy_until_converged(8, dirty, |_| {}).unwrap();
-    assert_eq!(rounds.len(), 1, "{rounds:?}");
-    assert_eq!(rounds[0].devices.len(), n);
-    for d in &rounds[0].devices {
-        assert_eq!(
-            (d.before.initial_bytes, d.before.dirty_bytes),
-            (MTTY_PRECOPY, 0)
-        );
-        assert_eq!((d.read, d.end), (MTTY_PRECOPY, RoundEnd::NothingMoreForNow));
-        assert!(d.after.is_empty(), "{d:?}");
-        assert_eq!(d.stop_copy_estimate, MTTY_STREAM);
-    }
-    assert!(rounds[0].converged());
-}
 
 #[test]
 fn an_mtty_migrates_to_a_second_mtty_in_another_process() {
@@ -188,19 +62,7 @@ fn an_mtty_migrates_to_a_second_mtty_in_another_process() {
     uart::program(&mut src);
     let registers = uart::registers(&mut src);
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "lab_destination_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .args(["--test-threads=1"])
-        .env(ROLE, "destination")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = live::spawn_destination("lab_destination_process", ROLE, "destination");
     let pipe = child.stdin.take().unwrap();
     let mut bits = [1u64 << 5, 1 << 63];
     let vmm_own = bits;
@@ -256,18 +118,7 @@ fn an_mtty_migrates_to_a_second_mtty_in_another_process() {
         switchover_time,
     };
 
-    let mut got = BTreeMap::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        let kv = line.split_once("@@").and_then(|(_, l)| l.split_once(' '));
-        if let Some((k, v)) = kv {
-            got.insert(k.to_owned(), v.to_owned());
-        }
-    }
-    assert!(
-        child.wait().unwrap().success(),
-        "the destination process failed"
-    );
+    let got = live::reports(child);
     let state = DeviceState::decode(&unhex(&got["STATE"])).unwrap();
     assert_eq!(state, src.save(), "config space, BARs, interrupt state");
     assert_eq!(
@@ -430,18 +281,10 @@ fn two_mttys_migrate_together_in_the_p2p_order() {
 
 /// One migration of two mttys over a socketpair, its order checked.
 fn two_devices_in_the_p2p_order() -> Figures {
-    use MigState::{PreCopyP2p, Running, RunningP2p, Stop, StopCopy};
     let (src, dst, src_journal, dst_journal) = over_socketpair(&[0, 1], &[2, 3]);
     assert_eq!(
         src_journal.entered(),
-        [
-            (1, PreCopyP2p),
-            (2, PreCopyP2p),
-            (1, StopCopy),
-            (2, StopCopy),
-            (1, Stop),
-            (2, Stop)
-        ],
+        live::TWO_P2P_SWITCHOVER,
         "every device P2P-quiesced before any stops"
     );
     // The destination's journal: the walks to RESUMING, then the resume.
@@ -449,25 +292,12 @@ fn two_devices_in_the_p2p_order() -> Figures {
     let resume = &entered[6..];
     assert_eq!(
         resume,
-        [
-            (1, Stop),
-            (2, Stop),
-            (1, RunningP2p),
-            (2, RunningP2p),
-            (1, Running),
-            (2, Running)
-        ],
+        live::TWO_P2P_RESUME,
         "every device in RUNNING_P2P before any runs"
     );
     // The library's logs saw the same order.
-    let log_order = |log: &vmm_glue::TransitionLog| -> Vec<(u32, MigState)> {
-        log.entries()
-            .iter()
-            .filter_map(|c| c.entered().map(|s| (c.device, s.to_device_state())))
-            .collect()
-    };
-    assert_eq!(log_order(&dst.log), entered);
-    assert_eq!(&log_order(&src.log)[2..], &src_journal.entered()[..]);
+    assert_eq!(entered_order(&dst.log), entered);
+    assert_eq!(entered_order(&src.log)[2..], src_journal.entered());
     assert_eq!(
         src.devices.iter().map(|d| d.stop_copy_bytes).sum::<u64>(),
         2 * MTTY_STOP_COPY
@@ -489,35 +319,9 @@ fn good_stream(id: u32) -> Vec<u8> {
     bytes
 }
 
-/// The destination on `stream`: the failure, unwrapped, and its rollback.
+/// The destination (device 1 over `dev`) on `stream`, which it refuses.
 fn refused(vm: &Vm, dev: &Arc<KernelDevice>, stream: &[u8]) -> (Error, vmm_glue::Rollback) {
-    let mut dst = migratable(vm, dev, 1, false);
-    let result = Incoming::start(stream, &[&dst], MigrationOptions::default())
-        .and_then(Incoming::receive)
-        .and_then(|r| r.resume(&mut [&mut dst], Strategy::VmWide));
-    match result {
-        Err(Error::MigrationFailed { source, rollback }) => (*source, rollback),
-        other => panic!("expected a failed migration, got {other:?}"),
-    }
-}
-
-fn stream_error(e: &Error) -> &StreamError {
-    match e {
-        Error::MigrationStream(s) => s,
-        other => panic!("expected a stream error, got {other:?}"),
-    }
-}
-
-/// (kind, payload offset, length) of each frame of a one-device stream.
-fn frames(bytes: &[u8]) -> Vec<(u8, usize, usize)> {
-    let mut out = Vec::new();
-    let mut at = 12 + 16 + 4;
-    while at + 11 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at + 3..at + 7].try_into().unwrap()) as usize;
-        out.push((bytes[at], at + 11, len));
-        at += 11 + len;
-    }
-    out
+    live::refused(&mut migratable(vm, dev, 1, false), stream)
 }
 
 #[test]
@@ -581,29 +385,12 @@ fn bad_streams_give_typed_errors_and_leave_the_destination_running() {
     running();
 
     // Version skew: a newer stream, and a newer device-state format inside a current stream.
-    let mut newer = good.clone();
-    newer[8..10].copy_from_slice(&2u16.to_le_bytes());
-    stream::reseal(&mut newer);
-    let (e, rb) = refused(&vm, dev, &newer);
-    assert!(matches!(
-        stream_error(&e),
-        StreamError::StreamVersion {
-            found: 2,
-            supported: 1
-        }
-    ));
+    let (e, rb) = refused(&vm, dev, &live::newer_stream_version(&good));
+    assert!(live::is_newer_stream(&e), "{e:?}");
     assert_eq!(rb.untouched, [1]);
     running();
-    let mut skewed = good.clone();
-    let (_, at, len) = f.iter().copied().find(|(k, ..)| *k == 3).unwrap();
-    skewed[at + 8..at + 10].copy_from_slice(&3u16.to_le_bytes());
-    migration_state::format::reseal(&mut skewed[at..at + len]);
-    stream::reseal(&mut skewed);
-    let (e, rb) = refused(&vm, dev, &skewed);
-    assert!(matches!(
-        stream_error(&e),
-        StreamError::UnsupportedVersion { found: 3, .. }
-    ));
+    let (e, rb) = refused(&vm, dev, &live::newer_state_format(&good));
+    assert!(live::is_newer_state(&e), "{e:?}");
     assert_eq!(rb.reset, [1]);
     running();
 
@@ -620,24 +407,6 @@ fn bad_streams_give_typed_errors_and_leave_the_destination_running() {
     dev.region_read(0, 7, &mut scr).unwrap();
     assert_eq!(scr, [0x5a], "port 0's SCR as the source's guest wrote it");
     dev.reset().unwrap();
-}
-
-/// The VF's BAR 0 through its VFIO region (the guest's driver stand-in for this test).
-struct VfRegs<'a>(&'a KernelDevice);
-
-impl nvme::Registers for VfRegs<'_> {
-    fn read32(&self, offset: u64) -> u32 {
-        let mut b = [0u8; 4];
-        self.0
-            .region_read(BAR0_REGION_INDEX, offset, &mut b)
-            .unwrap();
-        u32::from_le_bytes(b)
-    }
-    fn write32(&self, offset: u64, value: u32) {
-        self.0
-            .region_write(BAR0_REGION_INDEX, offset, &value.to_le_bytes())
-            .unwrap();
-    }
 }
 
 /// Sets bit `n` of `bits`.
@@ -691,7 +460,8 @@ fn dirty_pages_of_an_nvme_vf_doing_dma_are_every_mapped_page_and_the_vmms_own() 
     );
     assert_eq!(log.page_size(), page);
     // The device DMAs into guest RAM: an Identify into page 0x202 of the first region.
-    let regs = VfRegs(&kernel);
+    // The guest's driver stand-in: the VF's registers through its VFIO region.
+    let regs = nvme::pf::PfRegs(&kernel);
     let mut aq = AdminQueue::enable(regs, &vm.ram, 0x20_0000, 0x20_1000, 8).unwrap();
     aq.run(identify(CNS_CONTROLLER, 0, 0x20_2000)).unwrap();
     let id = ControllerId::parse(&aq.read_page(0x20_2000).unwrap());

@@ -10,8 +10,6 @@
 
 mod live;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use live::{guest_boots, hex, memory_vm, migratable, uart, unhex};
@@ -24,14 +22,7 @@ const ROLE: &str = "VMM_GLUE_LIVE_MIGRATION_ROLE";
 
 #[test]
 fn an_mtty_migrates_to_another_process_through_a_pipe() {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["destination_process", "--exact", "--ignored", "--nocapture"])
-        .args(["--test-threads=1"])
-        .env(ROLE, "destination")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = live::spawn_destination("destination_process", ROLE, "destination");
     let pipe = child.stdin.take().unwrap();
 
     let vm = memory_vm();
@@ -61,20 +52,7 @@ fn an_mtty_migrates_to_another_process_through_a_pipe() {
     let stream_bytes = report.stream_bytes;
     drop(report.writer); // EOF for the child
 
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut got = std::collections::BTreeMap::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        // libtest prints "test destination_process ... " before the test's own output.
-        let report = line.split_once("@@").map(|(_, l)| l);
-        if let Some((key, value)) = report.and_then(|l| l.split_once(' ')) {
-            got.insert(key.to_owned(), value.to_owned());
-        }
-    }
-    assert!(
-        child.wait().unwrap().success(),
-        "the destination process failed"
-    );
+    let got = live::reports(child);
     let state = DeviceState::decode(&unhex(&got["STATE"])).unwrap();
     assert_eq!(
         state,

@@ -10,17 +10,15 @@ mod live;
 
 use std::sync::Arc;
 
-use live::{guest_boots, memory_vm, migratable, uart, Vm};
-use migration_state::{stream, Error as StreamError, State};
+use live::{
+    frames, guest_boots, memory_vm, migratable, stream_error, uart, Vm, FRAME_HEAD,
+    STREAM_HEADER as HEADER,
+};
+use migration_state::{Error as StreamError, State};
 use vfio_core::sim::SimDevice;
 use vmm_glue::{
     Error, Incoming, MigrationOptions, Outgoing, PassthroughDevice, Rollback, Strategy,
 };
-
-/// Header: magic, version, count, one 16-byte identity, CRC.
-const HEADER: usize = 12 + 16 + 4;
-/// A frame's head: kind, device, length, CRC.
-const FRAME_HEAD: usize = 11;
 
 /// A whole migration of an mtty with id `id` whose guest programmed its UART, as bytes.
 fn good_stream(id: u32) -> Vec<u8> {
@@ -32,18 +30,6 @@ fn good_stream(id: u32) -> Vec<u8> {
     let mut out = Outgoing::start(Vec::new(), &[&src], None, MigrationOptions::default()).unwrap();
     out.precopy_until_converged(4, &mut [], |_| {}).unwrap();
     out.switchover(&[&src], &mut []).unwrap().writer
-}
-
-/// (kind, offset of the payload, length) of every frame of a one-device stream.
-fn frames(bytes: &[u8]) -> Vec<(u8, usize, usize)> {
-    let mut out = Vec::new();
-    let mut at = HEADER;
-    while at + FRAME_HEAD <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at + 3..at + 7].try_into().unwrap()) as usize;
-        out.push((bytes[at], at + FRAME_HEAD, len));
-        at += FRAME_HEAD + len;
-    }
-    out
 }
 
 struct Destination {
@@ -59,23 +45,9 @@ fn destination(id: u32, ports: u32) -> Destination {
     Destination { _vm: vm, sim, dev }
 }
 
-/// Runs the destination on `stream`; returns the stream error inside the failure (or the
-/// device error's name) and the rollback.
+/// Runs the destination on `stream`, which it refuses.
 fn refused(d: &mut Destination, stream: &[u8]) -> (Error, Rollback) {
-    let result = Incoming::start(stream, &[&d.dev], MigrationOptions::default())
-        .and_then(Incoming::receive)
-        .and_then(|r| r.resume(&mut [&mut d.dev], Strategy::VmWide));
-    match result {
-        Err(Error::MigrationFailed { source, rollback }) => (*source, rollback),
-        other => panic!("expected a failed migration, got {other:?}"),
-    }
-}
-
-fn stream_error(e: &Error) -> &StreamError {
-    match e {
-        Error::MigrationStream(s) => s,
-        other => panic!("expected a stream error, got {other:?}"),
-    }
+    live::refused(&mut d.dev, stream)
 }
 
 /// After a failure the device runs again and takes a good stream.
@@ -192,35 +164,15 @@ fn version_skew_is_refused_by_name() {
     let mut d = destination(1, 2);
 
     // A newer stream writer (version 2), checksums right.
-    let mut newer = good.clone();
-    newer[8..10].copy_from_slice(&2u16.to_le_bytes());
-    stream::reseal(&mut newer);
-    let (e, rb) = refused(&mut d, &newer);
-    assert!(matches!(
-        stream_error(&e),
-        StreamError::StreamVersion {
-            found: 2,
-            supported: 1
-        }
-    ));
+    let (e, rb) = refused(&mut d, &live::newer_stream_version(&good));
+    assert!(live::is_newer_stream(&e), "{e:?}");
     assert_eq!(rb.untouched, [1]);
     assert!(d.sim.migration_arcs().is_empty());
 
     // A VMM-side state in a newer device-state format (3), inside a current stream: found
     // once the device is already RESUMING, which is then reset.
-    let mut skewed = good.clone();
-    let (_, at, len) = frames(&good)
-        .into_iter()
-        .find(|(kind, ..)| *kind == 3)
-        .unwrap();
-    skewed[at + 8..at + 10].copy_from_slice(&3u16.to_le_bytes());
-    migration_state::format::reseal(&mut skewed[at..at + len]);
-    stream::reseal(&mut skewed);
-    let (e, rb) = refused(&mut d, &skewed);
-    assert!(matches!(
-        stream_error(&e),
-        StreamError::UnsupportedVersion { found: 3, .. }
-    ));
+    let (e, rb) = refused(&mut d, &live::newer_state_format(&good));
+    assert!(live::is_newer_state(&e), "{e:?}");
     assert_eq!(rb.reset, [1]);
     assert_eq!(d.sim.counters().resets, 1);
     recovers(&mut d, &good);

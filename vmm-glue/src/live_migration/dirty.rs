@@ -47,9 +47,7 @@ impl PassthroughDevice {
     /// its driver does not log). A different object is refused with [`Error::NotSameDevice`].
     /// Without it [`DirtyLog`] counts the device as one that does not log.
     pub fn set_dma_logging(&mut self, log: Arc<dyn DmaLogging>) -> Result<()> {
-        let ours = Arc::as_ptr(&self.dev).cast::<()>();
-        let theirs = Arc::as_ptr(&log).cast::<()>();
-        if !std::ptr::eq(ours, theirs) {
+        if !crate::device::same_object(&self.dev, &log) {
             return Err(Error::NotSameDevice);
         }
         self.dma_logging = Some(log);

@@ -85,11 +85,7 @@ impl Member {
             && dev
                 .mig
                 .as_ref()
-                .is_some_and(|m| std::ptr::eq(Arc::as_ptr(m).cast::<()>(), self.ptr()))
-    }
-
-    fn ptr(&self) -> *const () {
-        Arc::as_ptr(&self.mig).cast::<()>()
+                .is_some_and(|m| crate::device::same_object(m, &self.mig))
     }
 
     pub(crate) fn state(&self) -> Result<State> {

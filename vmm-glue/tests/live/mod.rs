@@ -6,6 +6,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[cfg(feature = "lab")]
+pub mod lab;
+
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
 
@@ -277,6 +280,19 @@ pub fn migratable<D: VfioMigration + 'static>(
     PassthroughDevice::new_migratable(dev.clone(), &vm.res, opts).unwrap()
 }
 
+/// Migratable passthrough devices in `vm` over `sims`, each [`Recorded`] in `journal`, with
+/// ids 1, 2, ...
+pub fn recorded_devices(
+    vm: &Vm,
+    sims: &[Arc<SimDevice>],
+    journal: &Journal,
+) -> Vec<PassthroughDevice> {
+    sims.iter()
+        .zip(1u32..)
+        .map(|(s, id)| migratable(vm, &Recorded::new(s.clone(), id, journal), id, false))
+        .collect()
+}
+
 /// The scripted guest places the device's BARs (in a window of its own per id) and, when it
 /// has MSI-X, programs it with every third vector masked.
 pub fn guest_boots(dev: &mut PassthroughDevice) {
@@ -394,4 +410,167 @@ impl<R: std::io::Read> std::io::Read for CountingRead<R> {
         self.bytes += n as u64;
         Ok(n)
     }
+}
+
+/// STOP_COPY, P2P and PRE_COPY: everything mtty has.
+pub const ALL: MigrationFeatures = MigrationFeatures::STOP_COPY
+    .union(MigrationFeatures::P2P)
+    .union(MigrationFeatures::PRE_COPY);
+
+/// The states a log's devices entered, in order, as (device, state).
+pub fn entered_order(log: &vmm_glue::TransitionLog) -> Vec<(u32, MigState)> {
+    log.entries()
+        .iter()
+        .filter_map(|c| c.entered().map(|s| (c.device, s.to_device_state())))
+        .collect()
+}
+
+/// A one-device stream's header: magic, version, count, one 16-byte identity, CRC.
+pub const STREAM_HEADER: usize = 12 + 16 + 4;
+/// A frame's head: kind, device, length, CRC.
+pub const FRAME_HEAD: usize = 11;
+
+/// (kind, offset of the payload, length) of every frame of a one-device stream.
+pub fn frames(bytes: &[u8]) -> Vec<(u8, usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = STREAM_HEADER;
+    while at + FRAME_HEAD <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 3..at + 7].try_into().unwrap()) as usize;
+        out.push((bytes[at], at + FRAME_HEAD, len));
+        at += FRAME_HEAD + len;
+    }
+    out
+}
+
+/// Runs `dst`'s destination on `stream`, which must fail: the failure unwrapped, and the
+/// rollback.
+pub fn refused(
+    dst: &mut PassthroughDevice,
+    stream: &[u8],
+) -> (vmm_glue::Error, vmm_glue::Rollback) {
+    use vmm_glue::{Error, Incoming, MigrationOptions};
+    let result = Incoming::start(stream, &[&*dst], MigrationOptions::default())
+        .and_then(Incoming::receive)
+        .and_then(|r| r.resume(&mut [&mut *dst], Strategy::VmWide));
+    match result {
+        Err(Error::MigrationFailed { source, rollback }) => (*source, rollback),
+        other => panic!("expected a failed migration, got {other:?}"),
+    }
+}
+
+/// The stream's error inside a vmm-glue error.
+pub fn stream_error(e: &vmm_glue::Error) -> &migration_state::Error {
+    match e {
+        vmm_glue::Error::MigrationStream(s) => s,
+        other => panic!("expected a stream error, got {other:?}"),
+    }
+}
+
+/// This test binary run again as a child with only the ignored test `test` (a destination),
+/// `role` in its environment variable `env`, stdin and stdout piped.
+pub fn spawn_destination(test: &str, env: &str, role: &str) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, role)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The `@@KEY value` lines the child printed, once it exited successfully.
+pub fn reports(mut child: std::process::Child) -> std::collections::BTreeMap<String, String> {
+    use std::io::{BufRead, BufReader};
+    let mut got = std::collections::BTreeMap::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        // libtest prints "test NAME ... " before the test's own output.
+        let kv = line.split_once("@@").and_then(|(_, l)| l.split_once(' '));
+        if let Some((k, v)) = kv {
+            got.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    assert!(
+        child.wait().unwrap().success(),
+        "the destination process failed"
+    );
+    got
+}
+
+/// The arcs a simulated device took, as (from, to).
+pub fn arcs(sim: &SimDevice) -> Vec<(MigState, MigState)> {
+    sim.migration_arcs()
+        .iter()
+        .map(|a| (a.from, a.to))
+        .collect()
+}
+
+/// Two pre-copying P2P devices (ids 1 and 2) at the switchover: both quiesced, then both
+/// stopped.
+pub const TWO_P2P_SWITCHOVER: [(u32, MigState); 6] = [
+    (1, MigState::PreCopyP2p),
+    (2, MigState::PreCopyP2p),
+    (1, MigState::StopCopy),
+    (2, MigState::StopCopy),
+    (1, MigState::Stop),
+    (2, MigState::Stop),
+];
+
+/// Two P2P devices (ids 1 and 2) resuming: both load (out of RESUMING), both reach
+/// RUNNING_P2P, then both run.
+pub const TWO_P2P_RESUME: [(u32, MigState); 6] = [
+    (1, MigState::Stop),
+    (2, MigState::Stop),
+    (1, MigState::RunningP2p),
+    (2, MigState::RunningP2p),
+    (1, MigState::Running),
+    (2, MigState::Running),
+];
+
+/// `good` as a newer stream writer (version 2) would write it, checksums right.
+pub fn newer_stream_version(good: &[u8]) -> Vec<u8> {
+    let mut newer = good.to_vec();
+    newer[8..10].copy_from_slice(&2u16.to_le_bytes());
+    migration_state::stream::reseal(&mut newer);
+    newer
+}
+
+/// `good` with its (one) device's VMM-side state in a newer device-state format (3), inside a
+/// current stream, checksums right.
+pub fn newer_state_format(good: &[u8]) -> Vec<u8> {
+    let mut skewed = good.to_vec();
+    let (_, at, len) = frames(good)
+        .into_iter()
+        .find(|(kind, ..)| *kind == 3)
+        .unwrap();
+    skewed[at + 8..at + 10].copy_from_slice(&3u16.to_le_bytes());
+    migration_state::format::reseal(&mut skewed[at..at + len]);
+    migration_state::stream::reseal(&mut skewed);
+    skewed
+}
+
+/// The error of [`newer_stream_version`]'s stream.
+pub fn is_newer_stream(e: &vmm_glue::Error) -> bool {
+    matches!(
+        stream_error(e),
+        migration_state::Error::StreamVersion {
+            found: 2,
+            supported: 1
+        }
+    )
+}
+
+/// The error of [`newer_state_format`]'s stream.
+pub fn is_newer_state(e: &vmm_glue::Error) -> bool {
+    matches!(
+        stream_error(e),
+        migration_state::Error::UnsupportedVersion { found: 3, .. }
+    )
 }
