@@ -64,6 +64,44 @@
 //!
 //! Every state change is recorded in order in a [`TransitionLog`] (device, arc, success, time),
 //! so the VMM and tests can check the order across devices.
+//!
+//! # Example
+//!
+//! An mtty (the simulator's profile of the kernel's sample) migrated through a byte buffer; a
+//! VMM gives a socket and `KernelDevice`s.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bar_mmap::{HostResourceSpace, PageSize};
+//! use irq_routing::{MemoryBackend, Router};
+//! use vfio_core::sim::SimDevice;
+//! use vmm_glue::{DeviceOptions, Incoming, MigrationOptions, Outgoing, PassthroughDevice};
+//! use vmm_glue::{Strategy, VmResources};
+//!
+//! let vm = || -> Result<VmResources, Box<dyn std::error::Error>> {
+//!     let router = Arc::new(Router::new(MemoryBackend::new())?);
+//!     let host = HostResourceSpace::new(0xe000_0000, 0x1000_0000)?.into_shared();
+//!     Ok(VmResources::new(router, host, PageSize::SIZE_4K))
+//! };
+//! let opts = DeviceOptions { id: 1, ..DeviceOptions::default() };
+//! let (src_vm, dst_vm) = (vm()?, vm()?);
+//! let src = PassthroughDevice::new_migratable(Arc::new(SimDevice::mtty(2)?), &src_vm, opts.clone())?;
+//! let mut dst = PassthroughDevice::new_migratable(Arc::new(SimDevice::mtty(2)?), &dst_vm, opts)?;
+//!
+//! // Source: pre-copy until PRECOPY_INFO reports nothing left, then the switchover.
+//! let mut out = Outgoing::start(Vec::new(), &[&src], None, MigrationOptions::default())?;
+//! let rounds = out.precopy_until_converged(10, &mut [], |_| {})?;
+//! assert_eq!(rounds[0].devices[0].read, 24, "mtty's header");
+//! let sent = out.switchover(&[&src], &mut [])?;
+//! assert_eq!(sent.devices[0].stop_copy_bytes, 72, "its two ports");
+//!
+//! // Destination: the same devices, in the same order.
+//! let received = Incoming::start(&sent.writer[..], &[&dst], MigrationOptions::default())?
+//!     .receive()?;
+//! received.resume(&mut [&mut dst], Strategy::VmWide)?;
+//! assert_eq!(dst.save(), src.save());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod destination;
 mod dirty;
