@@ -82,6 +82,8 @@ const SUITES: &[SuiteSpec] = &[
     ("vfio-core", "lab_msix_growth", 600, "--nocapture"),
     // A real NVMe VF through PassthroughDevice: provisioning, DMA, MSI-X, storm, teardown.
     ("vmm-glue", "lab_nvme", 600, ""),
+    // INTx of the e1000e through an INTx line: trigger and resample eventfds on real vfio-pci.
+    ("vmm-glue", "lab_intx", 120, ""),
 ];
 
 /// Why the lab did not pass.
