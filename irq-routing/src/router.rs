@@ -45,6 +45,9 @@ struct Record {
     committed: Option<MsiMessage>,
     irqfd: Option<Arc<EventFd>>,
     attached: bool,
+    /// The owner took the irqfd off the GSI ([`Router::park_irqfd`]): a commit does not
+    /// attach it, and signals wait in the eventfd.
+    parked: bool,
     state: RouteState,
     /// Listed in `Inner::touched` (added or updated since the last commit).
     touched: bool,
@@ -59,6 +62,7 @@ impl Record {
             committed: None,
             irqfd,
             attached: false,
+            parked: false,
             state: RouteState::Staged,
             touched: true,
         }
@@ -457,6 +461,93 @@ impl Router {
         result
     }
 
+    /// Take route `id`'s irqfd off its GSI while keeping the route, its GSI and its committed
+    /// message: signals on the irqfd wait in the eventfd instead of being injected, until
+    /// [`Router::unpark_irqfd`]. What a masked MSI-X vector needs: no routing commit and no
+    /// device call, one irqfd detach (none for a route not committed yet). A route without an
+    /// irqfd, or parked already, is left as it is.
+    pub fn park_irqfd(&self, id: RouteId) -> Result<()> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let record = inner.routes.get_mut(id).ok_or(Error::UnknownRoute(id))?;
+        if record.parked || record.irqfd.is_none() {
+            return Ok(());
+        }
+        if let (true, Some(gsi), Some(fd)) = (record.attached, record.gsi, record.irqfd.clone()) {
+            inner.stats.irqfd_detaches += 1;
+            inner
+                .backend
+                .detach_irqfd(&fd, gsi)
+                .map_err(|source| Error::IrqfdDetach { gsi, source })?;
+            if let Some(r) = inner.routes.get_mut(id) {
+                r.attached = false;
+            }
+        }
+        if let Some(r) = inner.routes.get_mut(id) {
+            r.parked = true;
+        }
+        self.attachment_changed(inner, id);
+        Ok(())
+    }
+
+    /// A route's irqfd left or rejoined its GSI: its view changes.
+    fn attachment_changed(&self, inner: &mut Inner, id: RouteId) {
+        inner.mark_stale(id);
+        inner.republish = true;
+        if inner.depth == 0 {
+            self.publish(inner);
+        }
+    }
+
+    /// Put a parked irqfd back on its route's GSI: a signal that waited in the eventfd is then
+    /// injected (KVM reads a pending count when it binds an irqfd). A route still waiting for
+    /// its first commit gets its irqfd attached by that commit. If the backend refuses the
+    /// attach, the route falls back to userspace (as after a commit whose attach failed) and
+    /// [`Error::IrqfdAttach`] says so.
+    pub fn unpark_irqfd(&self, id: RouteId) -> Result<()> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let record = inner.routes.get_mut(id).ok_or(Error::UnknownRoute(id))?;
+        if !record.parked {
+            return Ok(());
+        }
+        record.parked = false;
+        let committed = record.committed.is_some() && !record.touched;
+        if let (true, Some(gsi), Some(fd)) = (committed, record.gsi, record.irqfd.clone()) {
+            inner.stats.irqfd_attaches += 1;
+            match inner.backend.attach_irqfd(&fd, gsi) {
+                Ok(()) => {
+                    if let Some(r) = inner.routes.get_mut(id) {
+                        r.attached = true;
+                    }
+                    self.attachment_changed(inner, id);
+                }
+                Err(source) => {
+                    // As when a commit cannot attach an irqfd: the route falls back to
+                    // userspace and its GSI is freed (nothing is bound to it).
+                    inner.stats.failed_irqfd_attaches += 1;
+                    if let Some(r) = inner.routes.get_mut(id) {
+                        r.gsi = None;
+                        r.committed = None;
+                        r.irqfd = None;
+                        r.parked = false;
+                        r.state =
+                            RouteState::Userspace(UserspaceReason::IrqfdAttach(source.errno()));
+                    }
+                    inner.release_gsi(gsi);
+                    self.attachment_changed(inner, id);
+                    return Err(Error::IrqfdAttach { gsi, source });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether route `id`'s irqfd is parked.
+    pub fn is_parked(&self, id: RouteId) -> bool {
+        self.lock().routes.get_mut(id).is_some_and(|r| r.parked)
+    }
+
     /// The routes as of the last publication, lock-free.
     pub fn snapshot(&self) -> Arc<RouteSnapshot> {
         self.snapshot.load_full()
@@ -705,7 +796,7 @@ impl Inner {
                 record.committed = Some(record.msi);
             }
             record.state = RouteState::Routed { gsi };
-            if let (Some(fd), false) = (&record.irqfd, record.attached) {
+            if let (Some(fd), false, false) = (&record.irqfd, record.attached, record.parked) {
                 self.stats.irqfd_attaches += 1;
                 match self.backend.attach_irqfd(fd, gsi) {
                     Ok(()) => record.attached = true,
@@ -714,6 +805,7 @@ impl Inner {
                         record.gsi = None;
                         record.committed = None;
                         record.irqfd = None;
+                        record.parked = false;
                         record.state =
                             RouteState::Userspace(UserspaceReason::IrqfdAttach(e.errno()));
                         lost_gsi = Some(gsi);
@@ -752,6 +844,7 @@ impl Inner {
             };
             let irqfd = record.irqfd.take().filter(|_| record.attached);
             record.attached = false;
+            record.parked = false;
             record.committed = None;
             record.state = RouteState::Userspace(UserspaceReason::CommitFailed(errno));
             undone.push(id);

@@ -38,6 +38,8 @@ irq_routing::both_backends!(
     a_reused_slot_gets_a_new_handle_and_old_snapshots_tell_them_apart,
     a_route_removed_and_its_slot_reused_inside_one_batch_settles_once,
     a_device_id_is_kept_where_the_backend_takes_it,
+    a_parked_irqfd_leaves_its_gsi_and_comes_back_with_what_waited,
+    a_route_parked_before_its_commit_is_not_attached_by_it,
 );
 
 /// A message that delivers x86 vector `0x20 + v % 0xe0`, fixed, to APIC ID `v % 4`.
@@ -602,4 +604,73 @@ fn a_device_id_is_kept_where_the_backend_takes_it(backend: TestBackend) {
         assert!(!KvmBackend::new(kvm.clone()).unwrap().msi_devid_supported());
     }
     assert!(vm.delivers(&fd, m));
+}
+
+/// Parking takes the irqfd off its GSI (one detach, no commit): a signal then waits in the
+/// eventfd instead of reaching the VM. Unparking puts it back (one attach, no commit), and KVM
+/// injects a signal that waited (on the in-memory backend it stays in the eventfd, bound again).
+fn a_parked_irqfd_leaves_its_gsi_and_comes_back_with_what_waited(backend: TestBackend) {
+    let Some((vm, router)) = setup(backend) else {
+        return;
+    };
+    let fd = irqfd();
+    let m = msi(7);
+    let id = router.add_msi_route(m, Some(fd.clone())).unwrap();
+    let gsi = committed(&router, id);
+    assert!(vm.delivers(&fd, m));
+    let before = ops(&vm, &router);
+    router.park_irqfd(id).unwrap();
+    router.park_irqfd(id).unwrap();
+    assert!(router.is_parked(id));
+    assert_eq!(
+        ops(&vm, &router),
+        (before.0, before.1, before.2 + 1),
+        "one detach"
+    );
+    assert_eq!(router.route_state(id), Some(RouteState::Routed { gsi }));
+    assert!(!router.route(id).unwrap().irqfd_attached);
+    assert_eq!(router.gsis_in_use(), 1);
+    // Nothing takes a signal now (`unbound` sends one and finds it waiting).
+    assert!(vm.unbound(&fd, m));
+    fd.write(1).unwrap();
+    router.unpark_irqfd(id).unwrap();
+    assert!(!router.is_parked(id));
+    assert_eq!(
+        ops(&vm, &router),
+        (before.0, before.1 + 1, before.2 + 1),
+        "one attach"
+    );
+    assert!(
+        vm.received(&fd, m),
+        "what waited is delivered once the irqfd is back"
+    );
+    assert!(vm.delivers(&fd, m));
+    router.remove_route(id).unwrap();
+}
+
+/// A route parked while staged (its first commit not made yet) is committed without its
+/// irqfd; unparking attaches it.
+fn a_route_parked_before_its_commit_is_not_attached_by_it(backend: TestBackend) {
+    let Some((vm, router)) = setup(backend) else {
+        return;
+    };
+    let fd = irqfd();
+    let m = msi(9);
+    let batch = router.batch();
+    let id = router.add_msi_route(m, Some(fd.clone())).unwrap();
+    router.park_irqfd(id).unwrap();
+    drop(batch);
+    let gsi = committed(&router, id);
+    assert_eq!(router.stats().irqfd_attaches, 0);
+    assert!(vm.unbound(&fd, m));
+    router.unpark_irqfd(id).unwrap();
+    assert_eq!(router.stats().irqfd_attaches, 1);
+    assert_eq!(router.route_state(id), Some(RouteState::Routed { gsi }));
+    assert!(vm.delivers(&fd, m));
+    // Removing a parked route detaches nothing.
+    router.park_irqfd(id).unwrap();
+    let detaches = router.stats().irqfd_detaches;
+    router.remove_route(id).unwrap();
+    assert_eq!(router.stats().irqfd_detaches, detaches);
+    assert_eq!(router.gsis_in_use(), 0);
 }

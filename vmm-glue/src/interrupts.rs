@@ -6,11 +6,13 @@
 //! * Enabling runs inside a `RouteBatch` (nested in the caller's when it holds one), then
 //!   binds every vector with one `VFIO_DEVICE_SET_IRQS`.
 //! * A vector gets a route the first time it is unmasked with a valid message; from then on
-//!   masking keeps the route and its irqfd and only moves the VFIO trigger to the vector's
-//!   userspace eventfd (through the trigger cache: no change, no ioctl).
-//! * A masked vector that fires is found by [`PassthroughDevice::poll_userspace_interrupts`]
-//!   and sets its PBA bit; unmasking delivers it once and clears the bit. Nothing is switched
-//!   on or off per interrupt.
+//!   masking keeps the route, its GSI and the VFIO trigger on the irqfd, and only takes the
+//!   irqfd off the GSI (`Router::park_irqfd`: one irqfd detach, no `VFIO_DEVICE_SET_IRQS`,
+//!   no routing commit); unmasking puts it back. A mask/unmask storm issues no device call.
+//! * A masked vector that fires leaves the signal in its irqfd (or, never routed, in its
+//!   userspace eventfd); [`PassthroughDevice::poll_userspace_interrupts`] and unmasking find
+//!   it and set its PBA bit, and unmasking delivers it once and clears the bit. Nothing is
+//!   switched on or off per interrupt.
 
 use irq_routing::MsiMessage;
 use pci_config::Command;
@@ -233,6 +235,7 @@ impl PassthroughDevice {
         // route it shows off the KVM path can have stranded signals.
         let failures = router_failures(&self.router);
         let snapshot = self.router.snapshot();
+        let fired_parked = vs.sync_parking(&self.router, &snapshot, wanted, &mut self.stats);
         let off_path =
             match vs.sync_triggers(&*self.dev, &snapshot, failures, wanted, &mut self.stats) {
                 Ok(off_path) => off_path,
@@ -241,6 +244,24 @@ impl PassthroughDevice {
                     true
                 }
             };
+        // What masked vectors raised while parked is pending now that they are unmasked.
+        for v in fired_parked {
+            self.stats.pending_set += 1;
+            if msix {
+                if let Some(t) = &mut self.msix {
+                    t.set_pending(v);
+                }
+            } else {
+                self.set_msi_pending(v, true);
+            }
+        }
+        let Some(vs) = (if msix {
+            &mut self.msix_vectors
+        } else {
+            &mut self.msi_vectors
+        }) else {
+            return;
+        };
         if !off_path {
             return;
         }
@@ -322,7 +343,7 @@ impl PassthroughDevice {
         };
         let mut fired = 0;
         for (v, w) in (0u16..).zip(wanted.iter()) {
-            if vs.drain_user(v) == 0 {
+            if vs.drain_user(v) + vs.drain_parked(v) == 0 {
                 continue;
             }
             fired += 1;

@@ -10,7 +10,7 @@
 //! * [`irq_mode`]: none / INTx / MSI / MSI-X, and what happens when MSI and MSI-X are both
 //!   enabled.
 //! * [`interrupts`]: the interrupt lifecycle (batched enables, one SET_IRQS per enable, masks
-//!   that move only the VFIO trigger, PBA emulation).
+//!   that only take the irqfd off its GSI, PBA emulation).
 //! * [`bars`] and [`mmio`]: mapped or trapped BARs (bar-mmap), vm-device bus traits.
 //! * [`migration`]: save and restore in QEMU's order, [`restore_all`] with one VM-wide commit
 //!   (all or nothing for bad states), [`StagedRestore`] for switchover, with

@@ -145,7 +145,10 @@ impl PassthroughDevice {
         let live = self.msi_live();
         let mut fired = 0;
         for (v, w) in (0u16..).zip(wanted.iter().copied()) {
-            let drained = self.msi_vectors.as_ref().map_or(0, |vs| vs.drain_user(v));
+            let drained = self
+                .msi_vectors
+                .as_ref()
+                .map_or(0, |vs| vs.drain_user(v) + vs.drain_parked(v));
             if drained == 0 || usize::from(v) >= live {
                 continue;
             }

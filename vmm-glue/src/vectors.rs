@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! The host side of a device's MSI or MSI-X vectors: for each vector an irqfd (bound to its
-//! KVM route), a userspace eventfd (where the VFIO trigger points while the vector is masked
-//! or has no KVM route), its route handle, and the trigger cache in front of
+//! KVM route while unmasked), a userspace eventfd (where the VFIO trigger points while the
+//! vector has no KVM route to rely on), its route handle, and the trigger cache in front of
 //! `VFIO_DEVICE_SET_IRQS`.
 //!
 //! Rules this module keeps:
 //! * A vector holds a route (and so a GSI) only once it has been unmasked with a valid message
-//!   (lazy rule of `irq-routing`); once routed, masking keeps the route and its irqfd, and only
-//!   the VFIO trigger moves to the userspace eventfd.
+//!   (lazy rule of `irq-routing`). Once routed, masking keeps the route, its GSI and the VFIO
+//!   trigger on the irqfd: only the irqfd is taken off the GSI ([`Router::park_irqfd`], one
+//!   irqfd detach, no `SET_IRQS`, no routing commit), so a masked vector's interrupts wait in
+//!   its irqfd, where the PBA emulation finds them. Unmasking drains the irqfd first (what it
+//!   held is pending and is delivered as the current message allows) and puts it back.
 //! * Route changes of one operation run inside one [`RouteBatch`](irq_routing::RouteBatch)
 //!   (unless the strategy is per-vector), nested in the caller's batch if it holds one.
 //! * A vector's trigger points at its irqfd only while the message its GSI holds in the
@@ -73,6 +76,8 @@ struct Slot {
     user: EventFd,
     route: Option<RouteId>,
     routed_msg: Option<MsiMessage>,
+    /// The route's irqfd is parked (the vector is masked): off its GSI, still the trigger.
+    parked: bool,
 }
 
 impl Slot {
@@ -173,6 +178,7 @@ impl VectorSet {
                 user: eventfd()?,
                 route: None,
                 routed_msg: None,
+                parked: false,
             });
         }
         let triggers = match cache {
@@ -266,6 +272,7 @@ impl VectorSet {
                 if matches!(snap.state(id), Some(RouteState::Userspace(_)) | None) {
                     let _ = router.remove_route(id);
                     slot.route = None;
+                    slot.parked = false;
                     slot.routed_msg = None;
                 }
             }
@@ -334,6 +341,7 @@ impl VectorSet {
         self.last_sync = None;
         let batch = strategy.batches_per_device().then(|| router.batch());
         for slot in &mut self.slots {
+            slot.parked = false;
             if let Some(id) = slot.route.take() {
                 let _ = router.remove_route(id);
             }
@@ -342,6 +350,61 @@ impl VectorSet {
         if let Some(b) = batch {
             let _ = b.finish();
         }
+    }
+
+    /// Parks the irqfd of every routed vector the guest masked and unparks the others
+    /// (`snapshot` is the router's current one). An irqfd is drained before it goes back on
+    /// its GSI, so what a masked vector raised is not injected blindly: the vectors returned
+    /// fired while parked and are pending. A park or unpark the router refuses is counted; the
+    /// vector then stays as it was, and its trigger follows its parked state.
+    pub(crate) fn sync_parking(
+        &mut self,
+        router: &Router,
+        snapshot: &RouteSnapshot,
+        wanted: &[Wanted],
+        stats: &mut DeviceStats,
+    ) -> Vec<u16> {
+        let mut fired = Vec::new();
+        for (v, slot) in (0u16..).zip(self.slots.iter_mut()) {
+            let Some(id) = slot.route else {
+                continue;
+            };
+            let on_path = match snapshot.get(id) {
+                Some(view) => on_kvm_path(Some(view.state)),
+                None => snapshot.state(id) == Some(RouteState::Staged),
+            };
+            let masked = wanted.get(usize::from(v)).is_some_and(|w| w.masked);
+            if !on_path {
+                // The router took the irqfd off with the route's GSI.
+                slot.parked = false;
+                continue;
+            }
+            if masked && !slot.parked {
+                match router.park_irqfd(id) {
+                    Ok(()) => slot.parked = true,
+                    Err(_) => stats.route_failures += 1,
+                }
+            } else if !masked && slot.parked {
+                if slot.irqfd.read().is_ok_and(|n| n > 0) {
+                    fired.push(v);
+                }
+                match router.unpark_irqfd(id) {
+                    Ok(()) => slot.parked = false,
+                    Err(_) => stats.route_failures += 1,
+                }
+            }
+        }
+        fired
+    }
+
+    /// Reads (and resets) the parked irqfd of `vector`: how many times the device raised it
+    /// while masked since the last read.
+    pub(crate) fn drain_parked(&self, vector: u16) -> u64 {
+        self.slots
+            .get(usize::from(vector))
+            .filter(|s| s.parked)
+            .and_then(|s| s.irqfd.read().ok())
+            .unwrap_or(0)
     }
 
     /// The fd each vector's trigger should point at, how many of them differ from the
@@ -371,7 +434,10 @@ impl VectorSet {
                         view.is_some_and(|v| v.committed_msi.is_some_and(|c| c != w.msg))
                     });
                     out.awaiting_commit |= on_path && stale;
-                    on_path && unmasked.is_some() && !stale
+                    // A masked vector whose irqfd is parked keeps its trigger there: its
+                    // interrupts wait in the irqfd, which KVM no longer reads.
+                    let parked_masked = slot.parked && w.is_some_and(|w| w.masked);
+                    on_path && (parked_masked || (unmasked.is_some() && !stale && !slot.parked))
                 }
                 None => false,
             };

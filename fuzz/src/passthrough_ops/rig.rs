@@ -459,6 +459,7 @@ impl Rig {
         let sim_msix = self.sim.active_irq_index() == Some(MSIX_IRQ_INDEX);
         assert_eq!(sim_msix, msix, "{op:?}: device MSI-X index enabled");
         let mut attached_want: BTreeMap<i32, (u32, MsiMessage)> = BTreeMap::new();
+        let mut parked_count = 0usize;
         let mut routes_held = 0usize;
         for v in 0..n {
             let vu = v as u16;
@@ -501,9 +502,20 @@ impl Rig {
                 .msix_user_eventfd(vu)
                 .unwrap_or_else(|| panic!("{op:?}: no eventfd {v}"))
                 .as_raw_fd();
+            // A masked vector's irqfd is parked (off its GSI) unless the router refused that.
+            let parked = route.is_some_and(|id| dev.router().is_parked(id));
+            parked_count += usize::from(parked && routed_gsi.is_some());
+            assert!(
+                !parked || masked,
+                "{op:?}: vector {v} parked while unmasked"
+            );
             if let (Some(gsi), Some(w)) = (routed_gsi, view) {
-                attached_want.insert(irqfd, (gsi, w.msi));
-                assert!(w.irqfd_attached, "{op:?}: vector {v} routed without irqfd");
+                if parked {
+                    assert!(!w.irqfd_attached, "{op:?}: vector {v} parked and attached");
+                } else {
+                    attached_want.insert(irqfd, (gsi, w.msi));
+                    assert!(w.irqfd_attached, "{op:?}: vector {v} routed without irqfd");
+                }
                 if !masked && valid {
                     assert_eq!(w.msi, msg, "{op:?}: vector {v} routes a stale message");
                 }
@@ -511,9 +523,10 @@ impl Rig {
             // Triggers: the device's view and the cache's.
             let trig = self.sim.msix_trigger(vu.into());
             if msix {
-                // The irqfd only while KVM would inject the vector's current message.
+                // The irqfd while KVM would inject the vector's current message, or while the
+                // vector is masked and its irqfd parked (its signals wait there for the PBA).
                 let current = view.is_some_and(|w| w.committed_msi == Some(msg));
-                let want = if !masked && routed_gsi.is_some() && current {
+                let want = if (!masked && routed_gsi.is_some() && current) || parked {
                     irqfd
                 } else {
                     user
@@ -625,7 +638,21 @@ impl Rig {
                 attached_want.len() + msi_attached,
                 "{op:?}: attached irqfds {attached:?} vs routed vectors {attached_want:?}"
             );
-            assert_eq!(attached.len(), gsis, "{op:?}: irqfds vs GSIs");
+            // Every GSI has its irqfd attached but those of masked vectors (MSI-X or MSI),
+            // parked: routed with the irqfd off.
+            let parked_routes = snap
+                .iter()
+                .filter(|(_, w)| matches!(w.state, RouteState::Routed { .. }) && !w.irqfd_attached)
+                .count();
+            assert!(
+                parked_routes >= parked_count,
+                "{op:?}: parked MSI-X vectors"
+            );
+            assert_eq!(
+                attached.len() + parked_routes,
+                gsis,
+                "{op:?}: irqfds vs GSIs"
+            );
         }
         if mode != IrqMode::Msi {
             assert_eq!(

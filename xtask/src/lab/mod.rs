@@ -83,6 +83,8 @@ const SUITES: &[SuiteSpec] = &[
     ("vfio-core", "lab_msix_growth", 600, "--nocapture"),
     // A real NVMe VF through PassthroughDevice: provisioning, DMA, MSI-X, storm, teardown.
     ("vmm-glue", "lab_nvme", 600, ""),
+    // INTx of the e1000e through an INTx line: trigger and resample eventfds on real vfio-pci.
+    ("vmm-glue", "lab_intx", 120, ""),
     // Live migration of the mttys through vmm_glue::live_migration, dirty tracking with an
     // NVMe VF doing DMA; prints `@@LAB-JSON` lines the migration table is made of.
     ("vmm-glue", "lab_migration", 600, "--nocapture"),
