@@ -84,7 +84,10 @@ fn check_reader(bytes: &[u8], identities: &[DeviceIdentity]) {
             Frame::State { device, state } => w.device_state(*device, state),
             Frame::End => unreachable!("the end frame was not kept"),
         };
-        assert!(written.is_ok(), "the writer refuses a frame the reader took: {f:?}");
+        assert!(
+            written.is_ok(),
+            "the writer refuses a frame the reader took: {f:?}"
+        );
     }
     let again = w.finish().unwrap_or_else(|e| panic!("finish: {e:?}"));
     let mut r = StreamReader::with_max_frame(&again[..], identities, MAX_FRAME)

@@ -71,7 +71,10 @@ fn stream_reader_corpus() {
     for (name, bytes) in seeds {
         let committed = fs::read(dir.join(format!("seed-{name}")))
             .unwrap_or_else(|e| panic!("seed-{name}: {e} (run `cargo xtask fuzz seed`)"));
-        assert_eq!(committed, bytes, "seed-{name} is stale (run `cargo xtask fuzz seed`)");
+        assert_eq!(
+            committed, bytes,
+            "seed-{name} is stale (run `cargo xtask fuzz seed`)"
+        );
     }
 }
 

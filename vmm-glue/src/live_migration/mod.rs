@@ -8,7 +8,7 @@
 //!
 //! 1. [`Outgoing::start`] with every device of the VM, the stream's [`Write`](std::io::Write)
 //!    and, for dirty tracking, the VM's container: writes the stream header (each device's
-//!    [`DeviceIdentity`](migration_state::DeviceIdentity)), starts dirty tracking
+//!    [`DeviceIdentity`]), starts dirty tracking
 //!    ([`DirtyLog`]), then moves every device with `PRE_COPY` to it (`RUNNING -> PRE_COPY`, or
 //!    `RUNNING_P2P -> PRE_COPY_P2P`).
 //! 2. While the VM runs, [`Outgoing::precopy_round`] as often as the VMM likes: per device,
@@ -37,7 +37,7 @@
 //!    `RUNNING_P2P` before any reaches `RUNNING`.
 //!
 //! Any failure once a device was touched rolls the devices back before the error returns
-//! ([`Error::MigrationFailed`](crate::Error::MigrationFailed) with its [`Rollback`]): on the
+//! ([`Error::MigrationFailed`] with its [`Rollback`]): on the
 //! source they are walked back to `RUNNING` (P2P-ordered, the VM can go on there); on the
 //! destination they are reset (`VFIO_DEVICE_RESET`, to `RUNNING`), as the uAPI requires to
 //! abort a `RESUMING` session (Linux v6.12.117 `include/uapi/linux/vfio.h`, "To abort a
