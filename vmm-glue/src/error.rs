@@ -160,8 +160,8 @@ pub enum Error {
     #[error("dirty-page tracking failed")]
     DirtyTracking(#[source] vfio_core::Error),
     /// A live migration step failed; the devices were put back as `rollback` says (source:
-    /// walked back to RUNNING; destination: reset to RUNNING, as the kernel requires after a
-    /// failed RESUMING) and dirty tracking was stopped.
+    /// walked back to the state they started in, RUNNING normally; destination: reset to
+    /// RUNNING, as the kernel requires after a failed RESUMING) and dirty tracking was stopped.
     #[error("live migration failed; {rollback}")]
     MigrationFailed {
         /// What failed.

@@ -225,3 +225,61 @@ fn an_mttys_identity_is_its_ids_and_features() {
     );
     assert_eq!(id.migration_flags, 7);
 }
+
+/// A paused VM (its devices in STOP) has nothing to pre-copy, and a failed switchover leaves it
+/// paused: every device back in STOP, the one whose walk failed reset and stopped again.
+#[test]
+fn a_paused_vms_failed_migration_leaves_it_paused() {
+    let vm = live::memory_vm();
+    let journal = Journal::default();
+    let sims: Vec<_> = (0..2).map(|_| msix_sim(ALL, b"paused")).collect();
+    for s in &sims {
+        s.set_migration_state(MigState::Stop).unwrap();
+    }
+    let devs = recorded_devices(&vm, &sims, &journal);
+    let refs: Vec<&PassthroughDevice> = devs.iter().collect();
+    let mut out = Outgoing::start(Vec::new(), &refs, None, MigrationOptions::default()).unwrap();
+    let round = out.precopy_round(&mut []).unwrap();
+    assert!(round.devices.is_empty(), "nothing pre-copies in STOP");
+    assert!(journal.events().is_empty(), "no arc before the switchover");
+    sims[1]
+        .fail_migration_arc(
+            MigState::Stop,
+            MigState::StopCopy,
+            EIO,
+            ArcFailure::StaysInSource,
+        )
+        .unwrap();
+    let err = out.switchover(&refs, &mut []).unwrap_err();
+    let Error::MigrationFailed { rollback, .. } = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!((rollback.resumed, rollback.reset), (vec![1], vec![2]));
+    for d in &devs {
+        assert_eq!(d.device_migration_state().unwrap(), Some(State::Stop));
+    }
+    use MigState::{Running, RunningP2p, Stop, StopCopy};
+    assert_eq!(
+        journal.entered(),
+        [
+            (1, StopCopy),
+            (2, Running), // the failed walk's reset
+            (1, Stop),
+            (2, RunningP2p),
+            (2, Stop)
+        ]
+    );
+
+    // Abandoned before anything moved: nothing to put back.
+    let sims: Vec<_> = (0..2).map(|_| msix_sim(ALL, b"paused")).collect();
+    for s in &sims {
+        s.set_migration_state(MigState::Stop).unwrap();
+    }
+    let devs = recorded_devices(&vm, &sims, &Journal::default());
+    let refs: Vec<&PassthroughDevice> = devs.iter().collect();
+    let out = Outgoing::start(Vec::new(), &refs, None, MigrationOptions::default()).unwrap();
+    assert_eq!(out.abort().untouched, [1, 2]);
+    for d in &devs {
+        assert_eq!(d.device_migration_state().unwrap(), Some(State::Stop));
+    }
+}

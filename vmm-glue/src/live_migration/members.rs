@@ -16,7 +16,7 @@ use crate::{Error, PassthroughDevice, Result};
 /// Where a failed live migration left its devices.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rollback {
-    /// Devices walked back to `RUNNING` (source).
+    /// Devices walked back to the state they started in, `RUNNING` normally (source).
     pub resumed: Vec<u32>,
     /// Devices reset (`VFIO_DEVICE_RESET`) to `RUNNING`: on the destination every device
     /// touched; on the source a device whose walk back failed.
@@ -47,6 +47,9 @@ pub(crate) struct Member {
     pub(crate) touched: bool,
     /// Whether a failed walk reset the device (QEMU's rule), and whether that reset failed.
     pub(crate) reset_by_walk: Option<bool>,
+    /// The state a source rollback returns the device to (what it was in when the migration
+    /// started: RUNNING, or RUNNING_P2P or STOP for a VM that was quiesced or paused).
+    pub(crate) home: State,
 }
 
 impl fmt::Debug for Member {
@@ -76,6 +79,7 @@ impl Member {
             identity: dev.migration_identity()?,
             touched: false,
             reset_by_walk: None,
+            home: State::Running,
         })
     }
 
@@ -208,15 +212,16 @@ pub(crate) fn stop_copy_ordered(
     Ok(fds)
 }
 
-/// Source rollback: every device back to `RUNNING` in the destination's order (P2P devices
-/// first made responsive, then those without P2P run, then the P2P ones). A device whose walk
-/// fails is reset by the walk (QEMU's rule).
+/// Source rollback: every device back to the state it started in (`RUNNING`, normally), in
+/// the destination's order: P2P devices first made responsive (`RUNNING_P2P`), then those
+/// without P2P, then the P2P ones, walked home. A device whose walk fails is reset by the walk
+/// (QEMU's rule, into `RUNNING`) and then walked home too.
 pub(crate) fn resume_on_source(members: &mut [Member], log: &mut TransitionLog) -> Rollback {
     for m in members.iter_mut().filter(|m| m.flags.p2p() && m.touched) {
-        let to = match m.state() {
-            Ok(State::Running) => continue,
+        let to = match (m.home, m.state()) {
+            (State::Stop, _) | (_, Ok(State::Running)) => continue,
             // Still running: end the pre-copy session in one arc.
-            Ok(State::PreCopy) => State::Running,
+            (State::Running, Ok(State::PreCopy)) => State::Running,
             _ => State::RunningP2p,
         };
         let _ = m.walk(to, log);
@@ -230,9 +235,10 @@ pub(crate) fn resume_on_source(members: &mut [Member], log: &mut TransitionLog) 
             rb.untouched.push(m.id);
             continue;
         }
-        let ran = m.walk(State::Running, log).is_ok();
-        match (m.reset_by_walk, ran) {
-            // A reset leaves the device in RUNNING.
+        let home = m.home;
+        let back = m.walk(home, log).is_ok();
+        match (m.reset_by_walk, back) {
+            // Reset by its failed walk (into RUNNING), then walked home.
             (Some(true), _) => rb.reset.push(m.id),
             (None, true) => rb.resumed.push(m.id),
             (Some(false), _) | (None, false) => rb.failed.push(m.id),

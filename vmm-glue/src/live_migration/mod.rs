@@ -37,8 +37,8 @@
 //!    `RUNNING_P2P` before any reaches `RUNNING`.
 //!
 //! Any failure once a device was touched rolls the devices back before the error returns
-//! ([`Error::MigrationFailed`] with its [`Rollback`]): on the
-//! source they are walked back to `RUNNING` (P2P-ordered, the VM can go on there); on the
+//! ([`Error::MigrationFailed`] with its [`Rollback`]): on the source they are walked back to
+//! the state they started in (`RUNNING`, P2P-ordered: the VM can go on there); on the
 //! destination they are reset (`VFIO_DEVICE_RESET`, to `RUNNING`), as the uAPI requires to
 //! abort a `RESUMING` session (Linux v6.12.117 `include/uapi/linux/vfio.h`, "To abort a
 //! RESUMING session the device must be reset"). Dropping a migration half-way does the same.

@@ -202,8 +202,8 @@ fn pump<W: Write>(
 
 /// The source side of a live migration. See the module docs of [`crate::live_migration`].
 ///
-/// Dropping it before [`Outgoing::switchover`] succeeded rolls the devices back to `RUNNING`
-/// as [`Outgoing::abort`] does.
+/// Dropping it before [`Outgoing::switchover`] succeeded rolls the devices back as
+/// [`Outgoing::abort`] does.
 #[derive(Debug)]
 pub struct Outgoing<W: Write> {
     members: Vec<Member>,
@@ -227,19 +227,20 @@ impl<W: Write> Outgoing<W> {
     /// [`Error::DeviceNotReady`] (a device in a saving, resuming or error state),
     /// [`Error::MigrationStream`] (the header could not be written), [`Error::DirtyTracking`].
     /// A device that fails to enter `PRE_COPY`: [`Error::MigrationFailed`], every device back
-    /// in `RUNNING` and tracking stopped.
+    /// in the state it started in and tracking stopped.
     pub fn start(
         out: W,
         devices: &[&PassthroughDevice],
         container: Option<Arc<dyn VfioContainer>>,
         opts: MigrationOptions,
     ) -> Result<Self> {
-        let members = members_of(devices)?;
-        for m in &members {
+        let mut members = members_of(devices)?;
+        for m in &mut members {
             let state = m.state()?;
             if !matches!(state, State::Running | State::RunningP2p | State::Stop) {
                 return Err(Error::DeviceNotReady { id: m.id, state });
             }
+            m.home = state;
         }
         let identities: Vec<DeviceIdentity> = members.iter().map(|m| m.identity).collect();
         let out = Counted {
@@ -287,7 +288,8 @@ impl<W: Write> Outgoing<W> {
         Ok(())
     }
 
-    /// Rolls every device back to `RUNNING`, stops dirty tracking, and wraps `source`.
+    /// Rolls every device back to the state it started in, stops dirty tracking, and wraps
+    /// `source`.
     fn roll_back(&mut self, source: Error) -> Error {
         let rollback = self.abort_devices();
         failed(source, rollback)
@@ -438,7 +440,8 @@ impl<W: Write> Outgoing<W> {
     /// # Errors
     /// [`Error::MigrationFailed`] around what failed ([`Error::DeviceMismatch`] for devices
     /// that are not the migration's, before any is touched): every device was walked back to
-    /// `RUNNING` (P2P-ordered) and tracking stopped, so the VMM can resume the VM on the source.
+    /// the state it started in (`RUNNING`, P2P-ordered) and tracking stopped, so the VMM can
+    /// resume the VM on the source.
     pub fn switchover(
         mut self,
         devices: &[&PassthroughDevice],
@@ -532,8 +535,8 @@ impl<W: Write> Outgoing<W> {
         Ok(transfers)
     }
 
-    /// Abandons the migration: every device back to `RUNNING` (P2P-ordered), dirty tracking
-    /// stopped. The stream is left as it is (the destination sees it end early and rolls back).
+    /// Abandons the migration: every device back to the state it started in (`RUNNING`,
+    /// P2P-ordered), dirty tracking stopped. The stream is left as it is (the destination sees it end early and rolls back).
     pub fn abort(mut self) -> Rollback {
         let rb = self.abort_devices();
         self.members.clear();
