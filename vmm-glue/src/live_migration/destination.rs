@@ -243,13 +243,14 @@ impl Received {
     pub fn load(mut self) -> Result<Loaded> {
         let stage = &mut self.stage;
         for i in 0..stage.members.len() {
-            if let Some(fd) = stage.fds.get_mut(i) {
-                *fd = None;
-            }
             let walked = match stage.members.get_mut(i) {
                 Some(m) => m.walk(State::Stop, &mut stage.log),
                 None => continue,
             };
+            // The session is over (or refused): its fd goes once the arc returned.
+            if let Some(fd) = stage.fds.get_mut(i) {
+                *fd = None;
+            }
             if let Err(e) = walked {
                 return Err(stage.roll_back(e));
             }
