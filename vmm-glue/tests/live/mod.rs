@@ -471,13 +471,7 @@ pub fn stream_error(e: &vmm_glue::Error) -> &migration_state::Error {
 pub fn spawn_destination(test: &str, env: &str, role: &str) -> std::process::Child {
     use std::process::{Command, Stdio};
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            test,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(env, role)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
