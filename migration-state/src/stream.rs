@@ -120,6 +120,18 @@ enum Phase {
     Done,
 }
 
+/// Move device `device` to phase `to` (pre-copy, stop-copy, state: never back, state once).
+fn advance(phases: &mut [Phase], device: u16, to: Phase) -> Result<()> {
+    let phase = phases
+        .get_mut(usize::from(device))
+        .ok_or(Error::StreamUnknownDevice { device })?;
+    if *phase > to || *phase == Phase::Done {
+        return Err(Error::StreamOrder { device });
+    }
+    *phase = to;
+    Ok(())
+}
+
 fn frame_crc(kind: u8, device: u16, payload: &[u8]) -> u32 {
     let mut c = Crc32::new();
     c.update(&[kind]);
@@ -180,15 +192,7 @@ impl<W: Write> StreamWriter<W> {
     }
 
     fn advance(&mut self, device: u16, to: Phase) -> Result<()> {
-        let phase = self
-            .phases
-            .get_mut(usize::from(device))
-            .ok_or(Error::StreamUnknownDevice { device })?;
-        if *phase > to || *phase == Phase::Done {
-            return Err(Error::StreamOrder { device });
-        }
-        *phase = to;
-        Ok(())
+        advance(&mut self.phases, device, to)
     }
 
     /// Pre-copy data of device `device`.
@@ -379,14 +383,7 @@ impl<R: Read> StreamReader<R> {
             }
             other => return Err(Error::StreamFrameKind { kind: other }),
         };
-        let phase = self
-            .phases
-            .get_mut(usize::from(device))
-            .ok_or(Error::StreamUnknownDevice { device })?;
-        if *phase > to || *phase == Phase::Done {
-            return Err(Error::StreamOrder { device });
-        }
-        *phase = to;
+        advance(&mut self.phases, device, to)?;
         Ok(Some(match to {
             Phase::Precopy => Frame::Precopy {
                 device,
