@@ -169,7 +169,8 @@ impl Drop for Mapping {
 #[derive(Debug)]
 pub struct KvmMemorySlots {
     vm: std::sync::Arc<kvm_ioctls::VmFd>,
-    slots: std::collections::BTreeMap<u32, (u64, Mapping)>,
+    /// What is installed (and owns the mappings).
+    installed: crate::RecordedSlots,
 }
 
 #[cfg(feature = "kvm")]
@@ -178,7 +179,7 @@ impl KvmMemorySlots {
     pub fn new(vm: std::sync::Arc<kvm_ioctls::VmFd>) -> Self {
         KvmMemorySlots {
             vm,
-            slots: std::collections::BTreeMap::new(),
+            installed: crate::RecordedSlots::default(),
         }
     }
 
@@ -190,9 +191,9 @@ impl KvmMemorySlots {
             memory_size: size,
             userspace_addr: host,
         };
-        // SAFETY: a non-empty region points at a Mapping this value owns and keeps until the
-        // slot is removed (size 0, which makes KVM forget the host range), so KVM never
-        // reaches memory that was unmapped or reused.
+        // SAFETY: a non-empty region points at a Mapping this value owns (in `installed`) and
+        // keeps until the slot is removed (size 0, which makes KVM forget the host range), so
+        // KVM never reaches memory that was unmapped or reused.
         unsafe { self.vm.set_user_memory_region(region) }.map_err(|e| Error::MemorySlot {
             slot,
             source: io::Error::from_raw_os_error(e.errno()),
@@ -203,27 +204,24 @@ impl KvmMemorySlots {
 #[cfg(feature = "kvm")]
 impl crate::MemorySlots for KvmMemorySlots {
     fn install(&mut self, slot: u32, gpa: u64, mapping: Mapping) -> Result<()> {
-        if self.slots.contains_key(&slot) {
+        if self.installed.gpa(slot).is_some() {
             return Err(Error::SlotBusy(slot));
         }
         self.set(slot, gpa, mapping.len() as u64, mapping.as_ptr() as u64)?;
-        self.slots.insert(slot, (gpa, mapping));
-        Ok(())
+        self.installed.install(slot, gpa, mapping)
     }
 
     fn remove(&mut self, slot: u32) -> Result<Mapping> {
-        let Some((gpa, _)) = self.slots.get(&slot) else {
-            return Err(Error::SlotNotInstalled(slot));
-        };
-        self.set(slot, *gpa, 0, 0)?;
-        self.slots
-            .remove(&slot)
-            .map(|(_, m)| m)
-            .ok_or(Error::SlotNotInstalled(slot))
+        let gpa = self
+            .installed
+            .gpa(slot)
+            .ok_or(Error::SlotNotInstalled(slot))?;
+        self.set(slot, gpa, 0, 0)?;
+        self.installed.remove(slot)
     }
 
     fn mapping(&self, slot: u32) -> Option<&Mapping> {
-        self.slots.get(&slot).map(|(_, m)| m)
+        self.installed.mapping(slot)
     }
 }
 
@@ -231,8 +229,7 @@ impl crate::MemorySlots for KvmMemorySlots {
 impl Drop for KvmMemorySlots {
     fn drop(&mut self) {
         // Remove every slot before its mapping is unmapped.
-        let slots: Vec<u32> = self.slots.keys().copied().collect();
-        for slot in slots {
+        for slot in self.installed.slots() {
             let _ = crate::MemorySlots::remove(self, slot);
         }
     }

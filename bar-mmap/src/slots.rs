@@ -42,6 +42,18 @@ pub struct RecordedSlots {
     slots: BTreeMap<u32, (u64, Mapping)>,
 }
 
+impl RecordedSlots {
+    /// The guest address slot `slot` is installed at.
+    pub fn gpa(&self, slot: u32) -> Option<u64> {
+        self.slots.get(&slot).map(|(gpa, _)| *gpa)
+    }
+
+    /// The slots installed, in order.
+    pub fn slots(&self) -> Vec<u32> {
+        self.slots.keys().copied().collect()
+    }
+}
+
 impl MemorySlots for RecordedSlots {
     fn install(&mut self, slot: u32, gpa: u64, mapping: Mapping) -> Result<()> {
         if self.slots.contains_key(&slot) {

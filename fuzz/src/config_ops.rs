@@ -279,7 +279,14 @@ pub fn run(data: &[u8]) {
         return;
     };
     let mut cs = base_space(sel);
+    let trace = std::env::var_os("PASSTHROUGH_FUZZ_TRACE").is_some();
+    if trace {
+        eprintln!("base {sel}");
+    }
     while let Some(op) = Op::decode(&mut input) {
+        if trace {
+            eprintln!("{op:?}");
+        }
         apply(&mut cs, &op);
     }
 }

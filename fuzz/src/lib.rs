@@ -13,6 +13,7 @@ pub mod lspci_ops;
 pub mod migration_ops;
 pub mod msix_ops;
 pub mod passthrough_ops;
+pub mod stream_ops;
 
 /// A cursor over fuzzer input. Every read returns `None` once the bytes run out, which ends
 /// the target's operation loop.

@@ -60,6 +60,24 @@ fn lspci_dump_corpus() {
     assert!(replay("lspci_dump", passthrough_fuzz::lspci_ops::run) >= 6);
 }
 
+/// The `stream_reader` corpus, and its committed seeds are the ones `stream_ops::seeds`
+/// generates now (a stream format change shows here, not only in the target's checks).
+#[test]
+fn stream_reader_corpus() {
+    assert!(replay("stream_reader", passthrough_fuzz::stream_ops::run) >= 10);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/stream_reader");
+    let seeds = passthrough_fuzz::stream_ops::seeds();
+    assert_eq!(seeds.len(), 10);
+    for (name, bytes) in seeds {
+        let committed = fs::read(dir.join(format!("seed-{name}")))
+            .unwrap_or_else(|e| panic!("seed-{name}: {e} (run `cargo xtask fuzz seed`)"));
+        assert_eq!(
+            committed, bytes,
+            "seed-{name} is stale (run `cargo xtask fuzz seed`)"
+        );
+    }
+}
+
 /// Every generated `migration_stream` seed (`seed-NAME-vVERSION-modeMODE`, the mode byte then
 /// a stream `seed-corpus` encoded as VERSION) decodes, as the reader its mode names, to a
 /// state of that version. The target itself returns early on a stream that does not decode

@@ -142,6 +142,22 @@ impl MemoryBackend {
     }
 }
 
+impl MemoryBackend {
+    /// An irqfd attach, with a resample eventfd for a level-triggered line.
+    fn attach(&self, fd: &EventFd, resample: Option<&EventFd>, gsi: u32) -> errno::Result<()> {
+        let mut state = self.lock();
+        Self::begin(&mut state, MemoryOp::AttachIrqfd)?;
+        if state.attached.contains_key(&fd.as_raw_fd()) {
+            return Err(errno::Error::new(libc::EBUSY));
+        }
+        state.attached.insert(fd.as_raw_fd(), gsi);
+        if let Some(r) = resample {
+            state.resample.insert(fd.as_raw_fd(), r.as_raw_fd());
+        }
+        Ok(())
+    }
+}
+
 impl RoutingBackend for MemoryBackend {
     fn msi_gsi_range(&self) -> Range<u32> {
         self.msi_gsis.clone()
@@ -158,13 +174,7 @@ impl RoutingBackend for MemoryBackend {
     }
 
     fn attach_irqfd(&self, fd: &EventFd, gsi: u32) -> errno::Result<()> {
-        let mut state = self.lock();
-        Self::begin(&mut state, MemoryOp::AttachIrqfd)?;
-        if state.attached.contains_key(&fd.as_raw_fd()) {
-            return Err(errno::Error::new(libc::EBUSY));
-        }
-        state.attached.insert(fd.as_raw_fd(), gsi);
-        Ok(())
+        self.attach(fd, None, gsi)
     }
 
     fn attach_resample_irqfd(
@@ -173,14 +183,7 @@ impl RoutingBackend for MemoryBackend {
         resample: &EventFd,
         gsi: u32,
     ) -> errno::Result<()> {
-        let mut state = self.lock();
-        Self::begin(&mut state, MemoryOp::AttachIrqfd)?;
-        if state.attached.contains_key(&fd.as_raw_fd()) {
-            return Err(errno::Error::new(libc::EBUSY));
-        }
-        state.attached.insert(fd.as_raw_fd(), gsi);
-        state.resample.insert(fd.as_raw_fd(), resample.as_raw_fd());
-        Ok(())
+        self.attach(fd, Some(resample), gsi)
     }
 
     fn detach_irqfd(&self, fd: &EventFd, gsi: u32) -> errno::Result<()> {

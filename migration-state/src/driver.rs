@@ -5,6 +5,8 @@
 //! device can still reach it, otherwise reset the device.
 //!
 //! The whole path is computed, and refused if blocked, before the device is touched.
+//! [`walk_device_observed`] reports every request it makes of the device ([`WalkEvent`]), in
+//! order, so a caller moving several devices can record the order of their state changes.
 
 use vfio_core::{MigState, MigrationDataFd, VfioMigration};
 
@@ -29,6 +31,26 @@ pub enum Recovery {
     Reset,
     /// Even the reset failed; the device is unusable.
     ResetFailed,
+}
+
+/// One request a walk made of the device, in the order it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkEvent {
+    /// A single-arc `set_migration_state` from `from` to `to` (recovery arcs included).
+    Arc {
+        /// The state the device was in.
+        from: State,
+        /// The state asked for.
+        to: State,
+        /// Whether the device took the arc.
+        succeeded: bool,
+    },
+    /// `VFIO_DEVICE_RESET` (QEMU's rule when the recovery state cannot be reached); a reset
+    /// device is in `RUNNING`.
+    Reset {
+        /// Whether the reset succeeded.
+        succeeded: bool,
+    },
 }
 
 /// Converts this crate's state to `vfio-core`'s ([`State::to_device_state`]).
@@ -58,15 +80,36 @@ pub fn walk_device<D: VfioMigration + ?Sized>(
     to: State,
     recovery: Option<State>,
 ) -> Result<Walked> {
+    walk_device_observed(device, to, recovery, &mut |_| {})
+}
+
+/// [`walk_device`], telling `observe` about every request made of the device as it is made:
+/// each single arc (the walk's and the recovery's) and a reset.
+pub fn walk_device_observed<D: VfioMigration + ?Sized>(
+    device: &D,
+    to: State,
+    recovery: Option<State>,
+    observe: &mut dyn FnMut(WalkEvent),
+) -> Result<Walked> {
     let flags = device_flags(device)?;
     let from = from_device_state(device.migration_state().map_err(Error::Device)?);
     let steps = path(flags, from, to)?;
     let mut data_fd = None;
+    let mut at = from;
     for (i, &step) in steps.iter().enumerate() {
-        match device.set_migration_state(to_device_state(step)) {
-            Ok(fd) => data_fd = fd.or(data_fd),
+        let result = device.set_migration_state(to_device_state(step));
+        observe(WalkEvent::Arc {
+            from: at,
+            to: step,
+            succeeded: result.is_ok(),
+        });
+        match result {
+            Ok(fd) => {
+                data_fd = fd.or(data_fd);
+                at = step;
+            }
             Err(source) => {
-                let outcome = recover(device, flags, recovery);
+                let outcome = recover(device, flags, recovery, observe);
                 return Err(Error::Transition {
                     requested: to,
                     failed_at: step,
@@ -87,24 +130,32 @@ fn recover<D: VfioMigration + ?Sized>(
     device: &D,
     flags: MigrationFlags,
     recovery: Option<State>,
+    observe: &mut dyn FnMut(WalkEvent),
 ) -> Recovery {
     if let Some(target) = recovery {
-        let reached = device
-            .migration_state()
-            .ok()
-            .map(from_device_state)
-            .and_then(|now| path(flags, now, target).ok())
-            .is_some_and(|steps| {
-                steps
-                    .iter()
-                    .all(|s| device.set_migration_state(to_device_state(*s)).is_ok())
+        let now = device.migration_state().ok().map(from_device_state);
+        let steps = now.and_then(|now| Some((now, path(flags, now, target).ok()?)));
+        if let Some((mut at, steps)) = steps {
+            let reached = steps.iter().all(|&s| {
+                let ok = device.set_migration_state(to_device_state(s)).is_ok();
+                observe(WalkEvent::Arc {
+                    from: at,
+                    to: s,
+                    succeeded: ok,
+                });
+                at = s;
+                ok
             });
-        if reached {
-            return Recovery::RecoveredTo(target);
+            if reached {
+                return Recovery::RecoveredTo(target);
+            }
         }
     }
-    match device.reset() {
-        Ok(()) => Recovery::Reset,
-        Err(_) => Recovery::ResetFailed,
+    let succeeded = device.reset().is_ok();
+    observe(WalkEvent::Reset { succeeded });
+    if succeeded {
+        Recovery::Reset
+    } else {
+        Recovery::ResetFailed
     }
 }

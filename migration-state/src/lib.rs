@@ -42,7 +42,7 @@ pub use device_state::{
     BarKind, BarState, ConfigState, DeviceState, InterruptMode, MsiState, MsixEntry, MsixState,
     NoticeState,
 };
-pub use driver::{walk_device, Recovery, Walked};
+pub use driver::{walk_device, walk_device_observed, Recovery, WalkEvent, Walked};
 pub use error::{Error, Result};
 pub use format::FormatVersion;
 pub use fsm::{next_step, path, MigrationFlags, State};

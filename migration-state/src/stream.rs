@@ -120,6 +120,18 @@ enum Phase {
     Done,
 }
 
+/// Move device `device` to phase `to` (pre-copy, stop-copy, state: never back, state once).
+fn advance(phases: &mut [Phase], device: u16, to: Phase) -> Result<()> {
+    let phase = phases
+        .get_mut(usize::from(device))
+        .ok_or(Error::StreamUnknownDevice { device })?;
+    if *phase > to || *phase == Phase::Done {
+        return Err(Error::StreamOrder { device });
+    }
+    *phase = to;
+    Ok(())
+}
+
 fn frame_crc(kind: u8, device: u16, payload: &[u8]) -> u32 {
     let mut c = Crc32::new();
     c.update(&[kind]);
@@ -180,15 +192,7 @@ impl<W: Write> StreamWriter<W> {
     }
 
     fn advance(&mut self, device: u16, to: Phase) -> Result<()> {
-        let phase = self
-            .phases
-            .get_mut(usize::from(device))
-            .ok_or(Error::StreamUnknownDevice { device })?;
-        if *phase > to || *phase == Phase::Done {
-            return Err(Error::StreamOrder { device });
-        }
-        *phase = to;
-        Ok(())
+        advance(&mut self.phases, device, to)
     }
 
     /// Pre-copy data of device `device`.
@@ -379,14 +383,7 @@ impl<R: Read> StreamReader<R> {
             }
             other => return Err(Error::StreamFrameKind { kind: other }),
         };
-        let phase = self
-            .phases
-            .get_mut(usize::from(device))
-            .ok_or(Error::StreamUnknownDevice { device })?;
-        if *phase > to || *phase == Phase::Done {
-            return Err(Error::StreamOrder { device });
-        }
-        *phase = to;
+        advance(&mut self.phases, device, to)?;
         Ok(Some(match to {
             Phase::Precopy => Frame::Precopy {
                 device,
@@ -401,6 +398,47 @@ impl<R: Read> StreamReader<R> {
                 state: Box::new(DeviceState::decode(&payload)?),
             },
         }))
+    }
+}
+
+/// Recomputes the header checksum and the checksum of every whole frame of `bytes` in place
+/// (a truncated last frame is left as it is). For fuzzing and tests: a mutated stream then
+/// reaches the checks behind the checksums (frame order, lengths, the device states'
+/// decoding) instead of stopping at the first checksum.
+pub fn reseal(bytes: &mut [u8]) {
+    let Some(count) = bytes
+        .get(10..12)
+        .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])))
+    else {
+        return;
+    };
+    let crc_at = 12 + 16 * count;
+    let Some(header) = bytes.get(..crc_at) else {
+        return;
+    };
+    let mut c = Crc32::new();
+    c.update(header);
+    let crc = c.finish().to_le_bytes();
+    let Some(slot) = bytes.get_mut(crc_at..crc_at + 4) else {
+        return;
+    };
+    slot.copy_from_slice(&crc);
+    let mut at = crc_at + 4;
+    while let Some(head) = bytes.get(at..at + 7) {
+        let (kind, device) = (head[0], u16::from_le_bytes([head[1], head[2]]));
+        let len = u32::from_le_bytes([head[3], head[4], head[5], head[6]]) as usize;
+        let start = at + 11;
+        let Some(end) = start.checked_add(len) else {
+            return;
+        };
+        let Some(payload) = bytes.get(start..end) else {
+            return;
+        };
+        let crc = frame_crc(kind, device, payload).to_le_bytes();
+        if let Some(slot) = bytes.get_mut(at + 7..at + 11) {
+            slot.copy_from_slice(&crc);
+        }
+        at = end;
     }
 }
 
@@ -537,6 +575,36 @@ mod tests {
             r.next_frame(),
             Err(Error::StreamFrameTooLarge { length: 3, max: 2 })
         ));
+    }
+
+    #[test]
+    fn reseal_makes_a_changed_stream_pass_its_checksums() {
+        let devices = [ident(1)];
+        let bytes = stream(&devices);
+        let mut changed = bytes.clone();
+        // A changed byte in the first pre-copy frame's payload.
+        changed[12 + 16 + 4 + 11] = 9;
+        reseal(&mut changed);
+        let mut r = StreamReader::new(&changed[..], &devices).unwrap();
+        assert_eq!(
+            r.next_frame().unwrap(),
+            Some(Frame::Precopy {
+                device: 0,
+                data: vec![9, 2, 3]
+            })
+        );
+        let mut again = changed.clone();
+        reseal(&mut again);
+        assert_eq!(again, changed, "resealing a sealed stream changes nothing");
+        let mut resealed = bytes.clone();
+        reseal(&mut resealed);
+        assert_eq!(resealed, bytes);
+        // Cut anywhere, it never panics and leaves the partial frame alone.
+        for cut in 0..bytes.len() {
+            let mut part = bytes[..cut].to_vec();
+            reseal(&mut part);
+            assert_eq!(part, bytes[..cut]);
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use migration_state::driver::{walk_device, Recovery};
+use migration_state::driver::{walk_device, walk_device_observed, Recovery, WalkEvent};
 use migration_state::{Error, State};
 use vfio_core::sim::{ArcFailure, MigrationArc, SimDevice};
 use vfio_core::MigState::{Running, RunningP2p, Stop, StopCopy};
@@ -93,4 +93,64 @@ fn a_failed_arc_into_error_falls_back_to_reset() {
     );
     assert_eq!(dev.counters().resets, 1);
     assert_eq!(dev.migration_state().unwrap(), Running);
+}
+
+/// The observer sees every request the walk makes, in the device's order: the forward arcs,
+/// the failed one, the recovery arcs, and a reset when the recovery state is out of reach.
+#[test]
+fn the_observer_sees_every_arc_and_reset_the_device_saw() {
+    let as_event = |a: &MigrationArc| WalkEvent::Arc {
+        from: State::from_device_state(a.from),
+        to: State::from_device_state(a.to),
+        succeeded: a.succeeded,
+    };
+    let dev = device();
+    dev.fail_migration_arc(Stop, StopCopy, EIO, ArcFailure::StaysInSource)
+        .unwrap();
+    let mut seen = Vec::new();
+    walk_device_observed(&dev, State::StopCopy, Some(State::Running), &mut |e| {
+        seen.push(e)
+    })
+    .unwrap_err();
+    let want: Vec<WalkEvent> = dev.migration_arcs().iter().map(as_event).collect();
+    assert_eq!(want.len(), 5);
+    assert_eq!(seen, want);
+
+    let dev = device();
+    dev.fail_migration_arc(RunningP2p, Stop, EIO, ArcFailure::EntersError)
+        .unwrap();
+    let mut seen = Vec::new();
+    walk_device_observed(&dev, State::Stop, Some(State::Running), &mut |e| {
+        seen.push(e)
+    })
+    .unwrap_err();
+    let mut want: Vec<WalkEvent> = dev.migration_arcs().iter().map(as_event).collect();
+    want.push(WalkEvent::Reset { succeeded: true });
+    assert_eq!(seen, want);
+    assert_eq!(dev.counters().resets, 1);
+
+    // A walk that succeeds reports its arcs only.
+    let dev = device();
+    let mut seen = Vec::new();
+    walk_device_observed(&dev, State::StopCopy, None, &mut |e| seen.push(e)).unwrap();
+    assert_eq!(
+        seen,
+        [
+            WalkEvent::Arc {
+                from: State::Running,
+                to: State::RunningP2p,
+                succeeded: true
+            },
+            WalkEvent::Arc {
+                from: State::RunningP2p,
+                to: State::Stop,
+                succeeded: true
+            },
+            WalkEvent::Arc {
+                from: State::Stop,
+                to: State::StopCopy,
+                succeeded: true
+            },
+        ]
+    );
 }

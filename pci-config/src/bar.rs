@@ -295,7 +295,9 @@ impl ConfigSpace {
 
     pub(crate) fn write_touches_decode(&self, range: std::ops::Range<usize>) -> bool {
         let overlaps = |start: usize, len: usize| start < range.end && range.start < start + len;
-        if overlaps(regs::COMMAND, 2) {
+        // COMMAND enables decode; the header type says which registers are BARs (read-only on
+        // a real function, but a VMM may give it a write mask).
+        if overlaps(regs::COMMAND, 2) || overlaps(regs::HEADER_TYPE, 1) {
             return true;
         }
         self.bars().iter().any(|b| {
@@ -312,6 +314,35 @@ mod tests {
 
     fn mem_enable() -> [u8; 2] {
         Command::MEMORY_SPACE.bits().to_le_bytes()
+    }
+
+    /// Found by the config_space fuzz target: a write that changes the header type (writable
+    /// only if a VMM gave it a write mask) changes which registers are BARs, and so what
+    /// decodes; it must report the moves like a BAR or COMMAND write.
+    #[test]
+    fn a_header_type_write_that_changes_decoding_reports_the_moves() {
+        let mut cs = ConfigSpace::new_conventional();
+        cs.define_bar(0, BarKind::Mem32, 0x10_0000, false).unwrap();
+        cs.write(0x10, &0x0010_0000u32.to_le_bytes()).unwrap();
+        cs.write(regs::COMMAND, &mem_enable()).unwrap();
+        assert_eq!(cs.decoded_bar_address(0), Some(0x10_0000));
+        let mut mask = [0u8; 1];
+        mask[0] = 0x7f;
+        cs.set_write_mask(regs::HEADER_TYPE, &mask).unwrap();
+        // Header type 2 (CardBus) has no BARs: BAR 0 stops decoding.
+        let effects = cs.write(regs::HEADER_TYPE, &[2]).unwrap();
+        assert_eq!(cs.decoded_bar_address(0), None);
+        assert_eq!(
+            effects.bar_moves,
+            [BarMove {
+                index: 0,
+                old: Some(0x10_0000),
+                new: None
+            }]
+        );
+        let effects = cs.write(regs::HEADER_TYPE, &[0]).unwrap();
+        assert_eq!(effects.bar_moves.len(), 1);
+        assert_eq!(cs.decoded_bar_address(0), Some(0x10_0000));
     }
 
     #[test]

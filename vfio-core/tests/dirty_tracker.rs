@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! [`DirtyTracker`] on the simulated container: which source it picks and what a report holds.
-//! The devices here are test doubles of the DMA-logging feature, which neither the simulated
-//! devices nor the lab's real ones have (the lab checks that real devices without it answer
-//! ENOTTY and the tracker falls back to the container: `tests/lab_iommu.rs`).
+//! Most devices here are test doubles of the DMA-logging feature: of the simulated devices only
+//! the mtty profile has it, and as mtty's it logs nothing (the lab checks that real vfio-pci
+//! devices answer ENOTTY and the tracker falls back to the container: `tests/lab_iommu.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -19,6 +19,7 @@ use vfio_core::{DirtyOp, DirtySource, DirtyTracker, DmaLogging, Error, Type1, Vf
 struct Logger {
     supported: bool,
     fail_start: Option<i32>,
+    fail_report: Option<i32>,
     state: Mutex<(bool, Vec<u64>)>,
 }
 
@@ -48,13 +49,19 @@ impl DmaLogging for Logger {
         page: u64,
         bitmap: &mut [u64],
     ) -> vfio_core::Result<()> {
+        if let Some(e) = self.fail_report {
+            return Err(Error::DmaLogging(std::io::Error::from_raw_os_error(e)));
+        }
         let mut s = self.state.lock().unwrap();
-        for at in s.1.drain(..) {
-            if at >= iova && at < iova + length {
+        // Reading clears what was read, and only that.
+        s.1.retain(|&at| {
+            let inside = at >= iova && at < iova + length;
+            if inside {
                 let n = (at - iova) / page;
                 bitmap[(n / 64) as usize] |= 1 << (n % 64);
             }
-        }
+            !inside
+        });
         Ok(())
     }
 }
@@ -145,4 +152,79 @@ fn a_device_that_fails_to_start_logging_leaves_nothing_started() {
         !a.state.lock().unwrap().0,
         "the first device's logging was stopped again"
     );
+}
+
+/// The simulated devices: an mtty logs (and reports nothing), a vfio-pci device does not. On
+/// the lab's kernel (no iova_bitmap, the mtty profile's default) an mtty's log starts but
+/// cannot report, so even a VM of mttys gets the container; on a kernel that reports, a VM of
+/// mttys gets their empty logs, and a vfio-pci device among them brings the container back.
+#[test]
+fn simulated_mttys_log_nothing_and_a_vfio_pci_device_brings_the_container_back() {
+    use vfio_core::sim::SimDevice;
+    let (c, _g) = container();
+    let sims = [SimDevice::mtty(2).unwrap(), SimDevice::mtty(2).unwrap()].map(Arc::new);
+    let mttys: Vec<Arc<dyn DmaLogging>> = sims.iter().map(|s| s.clone() as _).collect();
+    let t = DirtyTracker::start(c.clone(), mttys.clone()).unwrap();
+    assert_eq!(t.source(), DirtySource::Container, "the lab's kernel");
+    t.stop().unwrap();
+
+    for s in &sims {
+        s.set_kernel_reports_dma_logs(true);
+    }
+    let t = DirtyTracker::start(c.clone(), mttys.clone()).unwrap();
+    assert_eq!(t.source(), DirtySource::DeviceLogs);
+    let mut bits = [1u64 << 9];
+    t.report(0, &mut bits).unwrap();
+    assert_eq!(bits, [1 << 9], "only the VMM's own page");
+    t.stop().unwrap();
+
+    let pci: Arc<dyn DmaLogging> = Arc::new(SimDevice::builder(0x8086, 0x10d3).build().unwrap());
+    let t = DirtyTracker::start(c, vec![mttys[0].clone(), pci]).unwrap();
+    assert_eq!(t.source(), DirtySource::Container);
+    let mut bits = [0u64, 1 << 3];
+    t.report(0, &mut bits).unwrap();
+    assert_eq!(
+        bits,
+        [u64::MAX, 1 << 3],
+        "64 mapped pages, and the VMM's page 67"
+    );
+    t.stop().unwrap();
+}
+
+/// A log that starts but cannot report (the lab's kernel: no CONFIG_IOMMUFD_DRIVER, so
+/// DMA_LOGGING_REPORT is EOPNOTSUPP) is found out at start: the logs stop and the container
+/// tracks. A page the start's probe read from a working log reaches the first report once.
+#[test]
+fn logs_that_cannot_report_fall_back_to_the_container_and_probed_pages_are_kept() {
+    let (c, _g) = container();
+    let mute = Arc::new(Logger {
+        supported: true,
+        fail_report: Some(libc::EOPNOTSUPP),
+        ..Logger::default()
+    });
+    let a = logging(&[0x2000]);
+    let t = DirtyTracker::start(c.clone(), vec![a.clone(), mute.clone()]).unwrap();
+    assert_eq!(t.source(), DirtySource::Container);
+    assert!(!a.state.lock().unwrap().0 && !mute.state.lock().unwrap().0);
+    let mut bits = [0u64];
+    t.report(0, &mut bits).unwrap();
+    assert_eq!(bits, [u64::MAX]);
+    t.stop().unwrap();
+
+    // Page 0 (the probe's) and page 9 were written before the first report.
+    let b = logging(&[0x0, 0x9000]);
+    let t = DirtyTracker::start(c, vec![b.clone()]).unwrap();
+    assert_eq!(t.source(), DirtySource::DeviceLogs);
+    assert_eq!(
+        b.state.lock().unwrap().1,
+        [0x9000],
+        "the probe read page 0 only"
+    );
+    let mut bits = [0u64];
+    t.report(0, &mut bits).unwrap();
+    assert_eq!(bits, [1 | 1 << 9]);
+    let mut again = [0u64];
+    t.report(0, &mut again).unwrap();
+    assert_eq!(again, [0], "reported once");
+    t.stop().unwrap();
 }

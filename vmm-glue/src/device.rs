@@ -9,7 +9,7 @@ use irq_routing::{IntxLine, MsiMessage, Router};
 use migration_state::GuestNotice;
 use pci_config::Command;
 use vfio_core::info::CONFIG_REGION_INDEX;
-use vfio_core::{MsixTriggers, VfioDevice, VfioMigration};
+use vfio_core::{DmaLogging, MsixTriggers, VfioDevice, VfioMigration};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bars::Bars;
@@ -104,6 +104,8 @@ pub struct PassthroughDevice {
     pub(crate) opts: DeviceOptions,
     pub(crate) dev: Arc<dyn VfioDevice>,
     pub(crate) mig: Option<Arc<dyn VfioMigration>>,
+    /// The device's DMA logging, for dirty-page tracking ([`crate::live_migration::DirtyLog`]).
+    pub(crate) dma_logging: Option<Arc<dyn DmaLogging>>,
     pub(crate) notice: Option<GuestNotice>,
     pub(crate) router: Arc<Router>,
     pub(crate) cfg: ConfigEmu,
@@ -183,6 +185,7 @@ impl PassthroughDevice {
             opts,
             dev,
             mig: None,
+            dma_logging: None,
             notice,
             router: vm.router.clone(),
             cfg,
@@ -227,9 +230,7 @@ impl PassthroughDevice {
     /// same object, seen through [`VfioMigration`]). A different object is refused with
     /// [`Error::NotSameDevice`] and nothing changes.
     pub fn with_migration(&mut self, mig: Arc<dyn VfioMigration>) -> Result<()> {
-        let ours = Arc::as_ptr(&self.dev).cast::<()>();
-        let theirs = Arc::as_ptr(&mig).cast::<()>();
-        if !std::ptr::eq(ours, theirs) {
+        if !same_object(&self.dev, &mig) {
             return Err(Error::NotSameDevice);
         }
         self.mig = Some(mig);
@@ -383,6 +384,11 @@ impl PassthroughDevice {
                 .get(usize::from(flr_byte - start))
                 .is_some_and(|b| b & 0x80 != 0)
     }
+}
+
+/// Whether two handles (of any trait) point at the same object.
+pub(crate) fn same_object<A: ?Sized, B: ?Sized>(a: &Arc<A>, b: &Arc<B>) -> bool {
+    std::ptr::eq(Arc::as_ptr(a).cast::<()>(), Arc::as_ptr(b).cast::<()>())
 }
 
 /// Helper on pci-config's space: the guest view of a range (emulated where emulated).

@@ -110,6 +110,66 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A device given to a live migration has no migration v2 handle
+    /// ([`crate::PassthroughDevice::new_migratable`]): its internal state cannot move.
+    #[error("device {id} cannot migrate (no VFIO migration v2 handle)")]
+    NotMigratable {
+        /// The device's id.
+        id: u32,
+    },
+    /// Two devices given to a live migration have the same id.
+    #[error("two devices of the migration have id {id}")]
+    DuplicateDevice {
+        /// The id.
+        id: u32,
+    },
+    /// A device is in a migration state a live migration cannot start from (source: RUNNING,
+    /// RUNNING_P2P or STOP; destination: RUNNING or STOP).
+    #[error("device {id} is in migration state {state}")]
+    DeviceNotReady {
+        /// The device's id.
+        id: u32,
+        /// Its state.
+        state: migration_state::State,
+    },
+    /// The devices given to a later step of a live migration are not the ones it started
+    /// with, in the same order.
+    #[error("device {index} is not the device the migration started with")]
+    DeviceMismatch {
+        /// Position of the first device that differs (or the shorter list's length).
+        index: usize,
+    },
+    /// Writing or reading the migration stream failed (the stream's own typed error: i/o,
+    /// truncation, wrong device, version skew, corruption, order, size).
+    #[error("the migration stream failed")]
+    MigrationStream(#[source] migration_state::Error),
+    /// `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE` failed.
+    #[error("reading the device's stop-copy size estimate failed")]
+    MigrationDataSize(#[source] vfio_core::Error),
+    /// `VFIO_MIG_GET_PRECOPY_INFO` failed.
+    #[error("reading the device's pre-copy info failed")]
+    PrecopyInfo(#[source] vfio_core::Error),
+    /// A device in STOP_COPY answered "nothing more for now" before the end of its data: its
+    /// stream cannot be completed.
+    #[error("device {id} stopped streaming before the end of its STOP_COPY data")]
+    StopCopyStalled {
+        /// The device's id.
+        id: u32,
+    },
+    /// Dirty-page tracking (the container's or the devices' DMA logs) failed.
+    #[error("dirty-page tracking failed")]
+    DirtyTracking(#[source] vfio_core::Error),
+    /// A live migration step failed; the devices were put back as `rollback` says (source:
+    /// walked back to the state they started in, RUNNING normally; destination: reset to
+    /// RUNNING, as the kernel requires after a failed RESUMING) and dirty tracking was stopped.
+    #[error("live migration failed; {rollback}")]
+    MigrationFailed {
+        /// What failed.
+        #[source]
+        source: Box<Error>,
+        /// Where each device was left.
+        rollback: crate::live_migration::Rollback,
+    },
     /// The devices given to a VM-wide restore do not all use the router given.
     #[error("device {id} does not use the router of the restore")]
     RouterMismatch {

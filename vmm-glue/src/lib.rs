@@ -19,6 +19,11 @@
 //! * [`device_data`]: the device-internal state through VFIO migration v2 (`STOP_COPY` on the
 //!   source, `RESUMING` on the destination), for devices built with
 //!   [`PassthroughDevice::new_migratable`].
+//! * [`live_migration`]: a VM's devices live-migrated through one byte stream: pre-copy
+//!   iterated with `VFIO_MIG_GET_PRECOPY_INFO`, stop-copy size estimates, the P2P order across
+//!   devices, dirty-page tracking into the VMM's bitmaps ([`DirtyLog`]), and a destination
+//!   that refuses a bad stream with a typed error and resets its devices ([`Outgoing`],
+//!   [`Incoming`]).
 //! * [`notice`]: the opt-in guest migration notice, driven with the VMM's clock, never
 //!   waiting on the guest.
 //! * [`raise`]: raising a guest vector from the VMM (irqfd, userspace message, or pending
@@ -85,6 +90,7 @@ pub mod irq_mode;
 #[cfg(feature = "kvm")]
 pub mod kvm_vfio;
 pub mod lifecycle;
+pub mod live_migration;
 pub mod migration;
 pub mod mmio;
 pub mod msix;
@@ -102,6 +108,9 @@ pub use irq_mode::IrqMode;
 #[cfg(feature = "kvm")]
 pub use kvm_vfio::KvmVfioDevice;
 pub use lifecycle::UnplugReport;
+pub use live_migration::{
+    DirtyBitmap, DirtyLog, Incoming, MigrationOptions, Outgoing, Rollback, TransitionLog,
+};
 pub use migration::{restore_all, DeferredCommit, RestoreReport, StagedRestore};
 pub use msix::{MsixEntry, MsixTable};
 pub use notice::NoticeDelivery;

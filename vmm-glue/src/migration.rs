@@ -96,8 +96,10 @@ impl PassthroughDevice {
     /// device and adds the blob.
     pub fn save(&self) -> DeviceState {
         let s = &self.cfg.space;
+        // The guest's view: the emulated bits, and the device's bits as the VMM last read or
+        // wrote them (COMMAND among them, which `restore` writes back to the device).
         let config = ConfigState {
-            bytes: s.emulated().to_vec(),
+            bytes: s.guest_view(),
             emulated_mask: s.emulated_mask().to_vec(),
             write_mask: s.write_mask().to_vec(),
             write1c_mask: s.w1c_mask().to_vec(),
@@ -230,15 +232,19 @@ impl PassthroughDevice {
             .space
             .restore_emulated(&state.config.bytes, &state.config.emulated_mask)
             .map_err(Error::ConfigModel)?;
-        // 2. COMMAND, to the device.
-        let command = self.cfg.read_u16(0x04);
-        if let Err(e) = self
-            .dev
-            .region_write(CONFIG_REGION_INDEX, 0x04, &command.to_le_bytes())
-        {
+        // 2. COMMAND, to the device: the guest's value from the state (its decode and bus
+        //    master bits are the device's, not emulated), then the model's copy of it.
+        let command = match state.config.bytes.get(0x04..0x06) {
+            Some(&[lo, hi]) => [lo, hi],
+            _ => self.cfg.read_u16(0x04).to_le_bytes(),
+        };
+        if let Err(e) = self.dev.region_write(CONFIG_REGION_INDEX, 0x04, &command) {
             // Same sizes as the ones just replaced: this cannot fail.
             let _ = self.cfg.space.restore_emulated(&prior.0, &prior.1);
             return Err(Error::ConfigWrite(e));
+        }
+        if self.cfg.space.set_physical(0x04, &command).is_err() {
+            self.stats.device_access_errors += 1;
         }
         // 3. BARs (the registers came with the config bytes).
         let indexes: Vec<u8> = self.cfg.bars.iter().map(|b| b.index).collect();

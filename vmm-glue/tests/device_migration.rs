@@ -6,14 +6,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod live;
 
 use std::sync::Arc;
 
 use irq_routing::testing::TestBackend;
 use migration_state::{DeviceState, State};
-use vfio_core::sim::{MsixPlacement, SimDevice};
+use vfio_core::sim::SimDevice;
 use vfio_core::{MigrationFeatures, VfioMigration};
 use vmm_glue::{restore_all, scripted_guest, DeviceOptions, Error, PassthroughDevice, Strategy};
+
+use live::msix_sim as migratable_sim;
 
 use common::{device, msix_sim, vm, vm_on, Vm};
 
@@ -21,17 +24,6 @@ irq_routing::both_backends!(
     device_blob_round_trips_byte_exact_to_a_second_device,
     restore_all_is_all_or_nothing_for_bad_states,
 );
-
-fn migratable_sim(features: MigrationFeatures, blob: &[u8]) -> Arc<SimDevice> {
-    Arc::new(
-        SimDevice::builder(0x8086, 0x154c)
-            .bar(0, pci_config::BarKind::Mem64, 0x4000, false)
-            .msix(MsixPlacement::in_bar(8, 0))
-            .migration(features, blob.to_vec())
-            .build()
-            .unwrap(),
-    )
-}
 
 fn migratable(vm: &Vm, sim: &Arc<SimDevice>, id: u32) -> PassthroughDevice {
     let opts = DeviceOptions {

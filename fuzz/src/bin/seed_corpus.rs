@@ -785,12 +785,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let dir = Path::new(&dir);
-    let steps: [(&str, SeedStep); 5] = [
+    let steps: [(&str, SeedStep); 6] = [
         ("config_space", config_seeds),
         ("msix_mmio", msix_seeds),
         ("passthrough_mmio", passthrough_seeds),
         ("migration_stream", migration_seeds),
         ("lspci_dump", lspci_seeds),
+        ("stream_reader", passthrough_fuzz::stream_ops::write_seeds),
     ];
     for (target, step) in steps {
         match step(dir) {

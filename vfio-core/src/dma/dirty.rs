@@ -11,6 +11,15 @@
 //! logs only (the container would report everything); otherwise it uses the container. Either
 //! way a report ORs into the VMM's own bitmap (its KVM dirty log, say), so the VMM ends up with
 //! the union of both.
+//!
+//! A device whose logging starts may still be unable to report: the kernel's reports go
+//! through its `iova_bitmap`, which exists only with `CONFIG_IOMMUFD_DRIVER`; without it
+//! `iova_bitmap_for_each()` answers `EOPNOTSUPP` (Linux v6.12.117
+//! `include/linux/iova_bitmap.h`, called from `vfio_ioctl_device_feature_logging_report()`),
+//! as on the lab's Debian kernel. So once every log started, the tracker asks each for one
+//! page; `EOPNOTSUPP` (or `ENOTTY`) stops the logs and falls back to the container. A page a
+//! probe found dirty (and so cleared in the device's log) is carried into the next report that
+//! covers it, so nothing is lost.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -54,6 +63,32 @@ pub struct DirtyTracker {
     loggers: Vec<Arc<dyn DmaLogging>>,
     source: DirtySource,
     page_size: u64,
+    /// Pages (by address) the start's probe found dirty, not yet reported.
+    carried: std::sync::Mutex<Vec<u64>>,
+}
+
+/// What asking every started log for one page said.
+enum Probe {
+    /// Every log reports; these pages were dirty (and are now cleared in the logs).
+    Reports(Vec<u64>),
+    /// Some log cannot report (`EOPNOTSUPP`, `ENOTTY`).
+    CannotReport,
+}
+
+/// Ask every log for the page at `iova`.
+fn probe(loggers: &[Arc<dyn DmaLogging>], iova: u64, page: u64) -> Result<Probe> {
+    let mut dirty = false;
+    for l in loggers {
+        let mut word = [0u64; 1];
+        match l.dma_logging_report(iova, page, page, &mut word) {
+            Ok(()) => dirty |= word[0] & 1 != 0,
+            Err(e) if matches!(e.errno(), Some(libc::EOPNOTSUPP | libc::ENOTTY)) => {
+                return Ok(Probe::CannotReport)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Probe::Reports(if dirty { vec![iova] } else { Vec::new() }))
 }
 
 impl DirtyTracker {
@@ -86,12 +121,23 @@ impl DirtyTracker {
             }
         }
         if all_log {
-            return Ok(DirtyTracker {
-                container,
-                loggers: started,
-                source: DirtySource::DeviceLogs,
-                page_size,
-            });
+            let first = ranges.first().map_or(0, |r| r.0);
+            match probe(&started, first, page_size) {
+                Ok(Probe::Reports(carried)) => {
+                    return Ok(DirtyTracker {
+                        container,
+                        loggers: started,
+                        source: DirtySource::DeviceLogs,
+                        page_size,
+                        carried: std::sync::Mutex::new(carried),
+                    })
+                }
+                Ok(Probe::CannotReport) => {}
+                Err(e) => {
+                    stop_all(&started);
+                    return Err(e);
+                }
+            }
         }
         stop_all(&started);
         container.dirty(DirtyRequest::Start)?;
@@ -100,6 +146,7 @@ impl DirtyTracker {
             loggers: Vec::new(),
             source: DirtySource::Container,
             page_size,
+            carried: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -136,6 +183,17 @@ impl DirtyTracker {
                         *dst |= *src;
                     }
                 }
+                let mut carried = self.carried.lock().unwrap_or_else(|e| e.into_inner());
+                carried.retain(|&at| {
+                    let inside = at >= gpa && at - gpa < len;
+                    if inside {
+                        let n = (at - gpa) / page;
+                        if let Some(w) = bitmap.get_mut((n / 64) as usize) {
+                            *w |= 1 << (n % 64);
+                        }
+                    }
+                    !inside
+                });
                 Ok(())
             }
         }

@@ -36,8 +36,9 @@
 //!   a byte gets the register in the first byte of each 4/2/1-byte piece and 0 in the others
 //!   (mtty leaves them uninitialised); a config write to BAR0/BAR1 narrower than 4 bytes is
 //!   zero-extended (mtty reads past its piece); mtty's check of `num_irqs` from a
-//!   GET_INFO that was never made (every IRQ ioctl EINVAL) is not modelled; its no-op DMA
-//!   logging is not offered (the traits have no DMA logging).
+//!   GET_INFO that was never made (every IRQ ioctl EINVAL) is not modelled. Its DMA logging
+//!   is mtty's: accepted and empty (`dma_logging`); the generic profile has none (ENOTTY), as
+//!   vfio-pci.
 //! - Dynamic MSI-X is whatever the builder says; the kernel also requires MSI domain support.
 //! - A raw-flags request may pair one DATA type's flag with another type's payload.
 //! - A trigger fd is checked with one `fstat`, against the inode every eventfd shares. Linux
@@ -82,6 +83,7 @@
 mod build;
 mod builder;
 mod config;
+mod dma_logging;
 mod e1000e;
 mod intx;
 mod iommu;

@@ -46,8 +46,9 @@ pub const VF_INTERRUPTS: u16 = 1;
 /// Not Retry: QEMU 7.2's answer to an online request for a VF that does not exist yet.
 const STATUS_INVALID_SEC_STATE_DNR: u16 = 0x4000 | 0x0120;
 
-/// The PF's registers through its raw VFIO BAR 0 region.
-struct PfRegs<'a>(&'a KernelDevice);
+/// A controller's registers through its raw VFIO BAR 0 region: the PF's here (the lab's
+/// migration suite drives a VF so too).
+pub struct PfRegs<'a>(pub &'a KernelDevice);
 
 impl Registers for PfRegs<'_> {
     fn read32(&self, offset: u64) -> u32 {

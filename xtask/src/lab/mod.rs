@@ -12,6 +12,7 @@
 mod guest;
 mod host;
 mod image;
+mod migration;
 mod seed000;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +83,11 @@ const SUITES: &[SuiteSpec] = &[
     ("vfio-core", "lab_msix_growth", 600, "--nocapture"),
     // A real NVMe VF through PassthroughDevice: provisioning, DMA, MSI-X, storm, teardown.
     ("vmm-glue", "lab_nvme", 600, ""),
+    // INTx of the e1000e through an INTx line: trigger and resample eventfds on real vfio-pci.
+    ("vmm-glue", "lab_intx", 120, ""),
+    // Live migration of the mttys through vmm_glue::live_migration, dirty tracking with an
+    // NVMe VF doing DMA; prints `@@LAB-JSON` lines the migration table is made of.
+    ("vmm-glue", "lab_migration", 600, "--nocapture"),
 ];
 
 /// Why the lab did not pass.
@@ -175,6 +181,11 @@ fn lab(timeout: Duration, only: Option<&[String]>) -> Result<(), Failure> {
     if suites.iter().any(|s| s.name == "vfio-core/lab_msix_growth") {
         if let Err(e) = seed000::print(&seed000::rows(&report)) {
             failures.push(format!("seed-000 table: {e}"));
+        }
+    }
+    if suites.iter().any(|s| s.name == "vmm-glue/lab_migration") {
+        if let Err(e) = migration::print(&migration::rows(&report)) {
+            failures.push(format!("migration table: {e}"));
         }
     }
     for suite in &suites {

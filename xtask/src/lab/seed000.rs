@@ -28,7 +28,7 @@ pub struct LabRow {
 }
 
 /// The number after `"key":` in a one-line JSON object.
-fn number(line: &str, key: &str) -> Option<f64> {
+pub(super) fn number(line: &str, key: &str) -> Option<f64> {
     let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
     let rest = line.get(at..)?;
     let end = rest

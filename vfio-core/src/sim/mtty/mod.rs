@@ -82,6 +82,9 @@ pub(crate) struct Mtty {
     intx: Option<Trigger>,
     msi: Option<Trigger>,
     intx_mask: bool,
+    /// Whether the simulated kernel can report DMA logs (`CONFIG_IOMMUFD_DRIVER`; see
+    /// `sim::dma_logging`).
+    pub(crate) reports_dma_logs: bool,
 }
 
 /// How `mtty_read()`/`mtty_write()` cut an access: 4, 2 or 1 bytes by alignment.
@@ -131,6 +134,7 @@ impl Mtty {
             intx: None,
             msi: None,
             intx_mask: false,
+            reports_dma_logs: false,
         })
     }
 
