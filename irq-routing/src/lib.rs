@@ -97,6 +97,7 @@ mod kvm;
 mod memory;
 mod route;
 mod router;
+mod store;
 #[cfg(all(feature = "test-utils", feature = "kvm"))]
 pub mod testing;
 

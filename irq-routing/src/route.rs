@@ -139,8 +139,8 @@ pub(crate) struct SnapSlot {
     pub(crate) view: Option<RouteView>,
 }
 
-/// The slots `c * CHUNK_ROUTES ..` of one chunk `c`; always `CHUNK_ROUTES` long.
-pub(crate) type Chunk = std::sync::Arc<[SnapSlot]>;
+/// The slots `c * CHUNK_ROUTES ..` of one chunk `c`.
+pub(crate) type Chunk = std::sync::Arc<[SnapSlot; CHUNK_ROUTES]>;
 
 /// A consistent, immutable view of every route, published after each
 /// operation that was not deferred, when the outermost batch guard ends, and
@@ -206,6 +206,22 @@ impl RouteSnapshot {
         }
     }
 
+    /// What [`RouteSnapshot::state`] and [`RouteSnapshot::get`] say of one route, with one
+    /// lookup: its state, and its view when the snapshot holds one (a route added inside a
+    /// batch still running is `Staged` with no view). `None` means the route is gone.
+    #[inline]
+    pub fn lookup(&self, id: RouteId) -> Option<(RouteState, Option<RouteView>)> {
+        match self.slot(id) {
+            None => Some((RouteState::Staged, None)),
+            Some(s) if s.generation == id.generation() => Some(match s.view {
+                Some(v) => (v.state, Some(v)),
+                None => (RouteState::Staged, None),
+            }),
+            Some(s) if s.generation < id.generation() => Some((RouteState::Staged, None)),
+            Some(_) => None,
+        }
+    }
+
     /// How many routes the snapshot holds, whatever their state.
     pub fn len(&self) -> usize {
         self.len
@@ -229,13 +245,29 @@ impl RouteSnapshot {
             })
     }
 
-    /// The views of chunk `c`, to change in place: the chunk is copied first if a reader (an
-    /// earlier snapshot) shares it, and empty chunks are added up to it as needed.
-    pub(crate) fn chunk_mut(&mut self, c: usize) -> Option<&mut [SnapSlot]> {
+    /// How many chunks the snapshot holds.
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Adds chunks up to chunk `c`, chunk `k` as `fill(k)` gives it.
+    pub(crate) fn grow_to(&mut self, c: usize, mut fill: impl FnMut(usize) -> Chunk) {
         while self.chunks.len() <= c {
-            self.chunks
-                .push(std::iter::repeat_n(SnapSlot::default(), CHUNK_ROUTES).collect());
+            let k = self.chunks.len();
+            self.chunks.push(fill(k));
         }
+    }
+
+    /// Puts `chunk` in place of chunk `c` (readers holding the old one keep it).
+    pub(crate) fn replace_chunk(&mut self, c: usize, chunk: Chunk) {
+        if let Some(old) = self.chunks.get_mut(c) {
+            *old = chunk;
+        }
+    }
+
+    /// The views of chunk `c`, to change in place: the chunk is copied first if a reader (an
+    /// earlier snapshot) shares it. `None` past the chunks held.
+    pub(crate) fn chunk_mut(&mut self, c: usize) -> Option<&mut [SnapSlot; CHUNK_ROUTES]> {
         self.chunks.get_mut(c).map(std::sync::Arc::make_mut)
     }
 }

@@ -1,23 +1,24 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! [`Router`]: a VM's MSI routes, their GSIs and irqfds, and the commit logic
-//! that batches share.
+//! [`Router`]: a VM's MSI routes, their GSIs and irqfds, and the snapshot readers see. The
+//! commit that batches share is in `commit`, the route store in `store`.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use vm_allocator::IdAllocator;
-use vmm_sys_util::errno;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::backend::RoutingBackend;
 use crate::batch::{BatchReport, RouteBatch};
 use crate::error::{Error, Result};
+use crate::route::{Chunk, SnapSlot};
 use crate::route::{
-    MsiMessage, RouteEntry, RouteId, RouteSnapshot, RouteState, RouteView, SnapSlot,
-    UserspaceReason, CHUNK_ROUTES,
+    MsiMessage, RouteEntry, RouteId, RouteSnapshot, RouteState, RouteView, UserspaceReason,
+    CHUNK_ROUTES,
 };
+use crate::store::{Record, RouteStore, Slot};
 
 /// Counters of the backend operations a router issued.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,135 +33,6 @@ pub struct RouterStats {
     pub failed_irqfd_attaches: u64,
     /// irqfd detaches issued, failed ones included.
     pub irqfd_detaches: u64,
-}
-
-/// One route as the router tracks it.
-#[derive(Debug)]
-struct Record {
-    /// The message the owner asked for.
-    msi: MsiMessage,
-    /// The GSI the route holds; `None` once it fell back to userspace.
-    gsi: Option<u32>,
-    /// The message the committed table holds at `gsi`, if any.
-    committed: Option<MsiMessage>,
-    irqfd: Option<Arc<EventFd>>,
-    attached: bool,
-    /// The owner took the irqfd off the GSI ([`Router::park_irqfd`]): a commit does not
-    /// attach it, and signals wait in the eventfd.
-    parked: bool,
-    state: RouteState,
-    /// Listed in `Inner::touched` (added or updated since the last commit).
-    touched: bool,
-}
-
-impl Record {
-    /// A route just added at `gsi`, not committed yet.
-    fn staged(msi: MsiMessage, gsi: u32, irqfd: Option<Arc<EventFd>>) -> Self {
-        Self {
-            msi,
-            gsi: Some(gsi),
-            committed: None,
-            irqfd,
-            attached: false,
-            parked: false,
-            state: RouteState::Staged,
-            touched: true,
-        }
-    }
-}
-
-/// One slot of the route store: its current generation and the route it holds.
-#[derive(Debug)]
-struct Slot {
-    generation: u32,
-    record: Option<Record>,
-}
-
-/// The last generation a slot serves; a slot that reaches it is retired, so no handle
-/// is ever issued twice.
-const LAST_GENERATION: u32 = u32::MAX - 1;
-
-/// The routes, in slots indexed by their handles: a removal frees its slot for a later
-/// route under the slot's next generation.
-#[derive(Debug, Default)]
-struct RouteStore {
-    slots: Vec<Slot>,
-    /// Free slots, reused last freed first.
-    free: Vec<u32>,
-    len: usize,
-}
-
-impl RouteStore {
-    #[cfg(test)]
-    fn get(&self, id: RouteId) -> Option<&Record> {
-        self.slots
-            .get(id.slot())
-            .filter(|s| s.generation == id.generation())
-            .and_then(|s| s.record.as_ref())
-    }
-
-    fn get_mut(&mut self, id: RouteId) -> Option<&mut Record> {
-        self.slots
-            .get_mut(id.slot())
-            .filter(|s| s.generation == id.generation())
-            .and_then(|s| s.record.as_mut())
-    }
-
-    /// Stores `record` in a free slot (or a new one) and returns its handle.
-    fn insert(&mut self, record: Record) -> RouteId {
-        self.len += 1;
-        while let Some(slot) = self.free.pop() {
-            if let Some(s) = self.slots.get_mut(slot as usize) {
-                s.record = Some(record);
-                return RouteId::new(slot, s.generation);
-            }
-        }
-        let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-        self.slots.push(Slot {
-            generation: 0,
-            record: Some(record),
-        });
-        RouteId::new(slot, 0)
-    }
-
-    /// Takes the route out; its slot moves on to the next generation.
-    fn remove(&mut self, id: RouteId) -> Option<Record> {
-        let slot = self
-            .slots
-            .get_mut(id.slot())
-            .filter(|s| s.generation == id.generation())?;
-        let record = slot.record.take()?;
-        self.len -= 1;
-        slot.generation += 1;
-        if slot.generation <= LAST_GENERATION {
-            self.free.push(id.slot() as u32);
-        }
-        Some(record)
-    }
-
-    /// Room for `more` routes without growing the store.
-    fn reserve(&mut self, more: usize) {
-        self.slots.reserve(more.saturating_sub(self.free.len()));
-    }
-
-    fn records(&self) -> impl Iterator<Item = &Record> {
-        self.slots.iter().filter_map(|s| s.record.as_ref())
-    }
-}
-
-impl Record {
-    /// What the snapshot shows of this route.
-    fn view(&self) -> RouteView {
-        RouteView {
-            state: self.state,
-            msi: match self.state {
-                RouteState::Routed { .. } => self.committed.unwrap_or(self.msi),
-                _ => self.msi,
-            },
-            irqfd_attached: self.attached,
-            committed_msi: self.committed.filter(|_| self.gsi.is_some()),
-        }
-    }
 }
 
 /// A removal waiting for the next commit: the GSI stays reserved until the
@@ -307,8 +179,10 @@ impl Router {
             .map_err(|_| Error::RouteLimit { limit: inner.limit })?;
         inner.gsis_in_use += 1;
         let id = inner.routes.insert(Record::staged(msi, gsi, irqfd));
+        // Not marked stale: until a publication marks the touched routes (the flush that
+        // settles them, or a nested guard's end after an update), a handle the snapshot does
+        // not know reads as `Staged`, which it is.
         inner.touched.push(id);
-        inner.mark_stale(id);
         inner.dirty = true;
         if inner.depth == 0 {
             let result = inner.flush();
@@ -337,10 +211,14 @@ impl Router {
     {
         let routes = routes.into_iter();
         let (low, high) = routes.size_hint();
-        let mut ids = Vec::with_capacity(high.unwrap_or(low));
         let mut inner = self.lock();
-        inner.touched.reserve(ids.capacity());
-        inner.routes.reserve(ids.capacity());
+        // Room for as many routes as the iterator says, at most as many as GSIs are left.
+        let room = high
+            .unwrap_or(low)
+            .min(inner.limit.saturating_sub(inner.gsis_in_use) as usize);
+        let mut ids = Vec::with_capacity(room);
+        inner.touched.reserve(room);
+        inner.routes.reserve(room);
         for (msi, irqfd) in routes {
             let Ok(gsi) = inner.gsis.allocate_id() else {
                 // Give back what this call took (its routes are the last ones touched).
@@ -363,9 +241,7 @@ impl Router {
         if ids.is_empty() {
             return Ok(ids);
         }
-        for &id in &ids {
-            inner.mark_stale(id);
-        }
+        // As for one addition, the publication that shows them marks them stale.
         inner.dirty = true;
         if inner.depth == 0 {
             let result = inner.flush();
@@ -626,8 +502,10 @@ impl Router {
         inner.depth = inner.depth.saturating_sub(1);
         if inner.depth > 0 {
             // Readers see the batch's updates and removals as staged now; its additions read
-            // as staged already, and are published with the commit.
+            // as staged already, and a publication now shows them (as staged) too: the routes
+            // touched so far are marked for it (an addition marks nothing itself).
             if inner.republish {
+                inner.mark_touched_stale();
                 self.publish(&mut inner);
             }
             return Ok(None);
@@ -656,6 +534,15 @@ impl Router {
 }
 
 impl Inner {
+    /// Marks every route touched since the last commit for the next publication.
+    fn mark_touched_stale(&mut self) {
+        for i in 0..self.touched.len() {
+            if let Some(&id) = self.touched.get(i) {
+                self.mark_stale(id);
+            }
+        }
+    }
+
     /// Notes that `id`'s view changed (or it appeared or went), for the next publication.
     fn mark_stale(&mut self, id: RouteId) {
         let slot = id.slot();
@@ -673,26 +560,42 @@ impl Inner {
 
     /// Brings `published` up to date: the views of the stale slots are rebuilt from `routes`,
     /// in copies of their chunks (copy on write: the chunks readers hold stay as they were);
-    /// the other chunks stay shared.
+    /// the other chunks stay shared. A chunk published for the first time, or whose every slot
+    /// is stale, is built whole from the store's chunk instead (no copy to overwrite).
     fn refresh_published(&mut self) {
-        let slots = &self.routes.slots;
+        let routes = &self.routes;
+        let whole = |c: usize| -> Chunk {
+            let mut chunk = Arc::new([SnapSlot::default(); CHUNK_ROUTES]);
+            if let Some(views) = Arc::get_mut(&mut chunk) {
+                for (view, slot) in views.iter_mut().zip(routes.chunk(c).unwrap_or_default()) {
+                    *view = slot.snap();
+                }
+            }
+            chunk
+        };
         for c in self.stale_chunks.drain(..) {
             let Some(word) = self.stale_slots.get_mut(c) else {
                 continue;
             };
             let mut bits = std::mem::take(word);
+            if c >= self.published.chunk_count() {
+                self.published.grow_to(c, whole);
+                continue;
+            }
+            if bits == u64::MAX {
+                self.published.replace_chunk(c, whole(c));
+                continue;
+            }
             let Some(views) = self.published.chunk_mut(c) else {
                 continue;
             };
             while bits != 0 {
                 let bit = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                let slot = c * CHUNK_ROUTES + bit;
                 if let Some(view) = views.get_mut(bit) {
-                    *view = slots.get(slot).map_or(SnapSlot::default(), |s| SnapSlot {
-                        generation: s.generation,
-                        view: s.record.as_ref().map(Record::view),
-                    });
+                    *view = routes
+                        .slot(c * CHUNK_ROUTES + bit)
+                        .map_or(SnapSlot::default(), Slot::snap);
                 }
             }
         }
@@ -712,155 +615,10 @@ impl Inner {
         }
         self.forget_in_force(gsi);
     }
-
-    fn wanted_table(&self) -> Vec<RouteEntry> {
-        let mut table = Vec::with_capacity(self.routes.len);
-        table.extend(
-            self.routes
-                .records()
-                .filter_map(|r| r.gsi.map(|gsi| RouteEntry { gsi, msi: r.msi })),
-        );
-        table.sort_unstable_by_key(|e| e.gsi);
-        table
-    }
-
-    fn detach(&mut self, fd: &EventFd, gsi: u32) -> errno::Result<()> {
-        self.stats.irqfd_detaches += 1;
-        self.backend.detach_irqfd(fd, gsi)
-    }
-
-    /// Commit what is staged: the table once (if it changed), then pending
-    /// removals' irqfd detaches, then staged irqfd attaches.
-    fn flush(&mut self) -> Result<()> {
-        // Every route this flush settles or undoes changes its view.
-        for i in 0..self.touched.len() {
-            if let Some(&id) = self.touched.get(i) {
-                self.mark_stale(id);
-            }
-        }
-        let mut result = Ok(());
-        if self.dirty {
-            self.dirty = false;
-            let table = self.wanted_table();
-            if table != self.in_force {
-                self.stats.commits += 1;
-                match self.backend.commit_table(&table) {
-                    Ok(()) => self.in_force = table,
-                    Err(source) => {
-                        self.stats.failed_commits += 1;
-                        let undone = self.undo_touched(source.errno());
-                        result = Err(Error::Commit { undone, source });
-                    }
-                }
-            }
-        }
-        let table_in_force = result.is_ok();
-        // Removals complete whether or not the commit went through: a stale
-        // entry in the kernel's table with no irqfd cannot be raised.
-        for removal in std::mem::take(&mut self.removals) {
-            let detached = match &removal.irqfd {
-                Some(fd) => self.detach(fd, removal.gsi),
-                None => Ok(()),
-            };
-            match detached {
-                Ok(()) => self.release_gsi(removal.gsi),
-                Err(source) => {
-                    // Keep the GSI reserved: the irqfd may still raise it.
-                    self.forget_in_force(removal.gsi);
-                    if result.is_ok() {
-                        result = Err(Error::IrqfdDetach {
-                            gsi: removal.gsi,
-                            source,
-                        });
-                    }
-                }
-            }
-        }
-        // (After a refused commit `touched` is empty: undo_touched took it.)
-        for id in std::mem::take(&mut self.touched) {
-            self.settle(id, table_in_force);
-        }
-        result
-    }
-
-    /// After a successful commit: record the route's message as committed
-    /// (`in_force`), attach its irqfd if needed and set its final state.
-    fn settle(&mut self, id: RouteId, in_force: bool) {
-        let Some(record) = self.routes.get_mut(id).filter(|r| r.touched) else {
-            return;
-        };
-        record.touched = false;
-        let mut lost_gsi = None;
-        if let Some(gsi) = record.gsi {
-            if in_force {
-                record.committed = Some(record.msi);
-            }
-            record.state = RouteState::Routed { gsi };
-            if let (Some(fd), false, false) = (&record.irqfd, record.attached, record.parked) {
-                self.stats.irqfd_attaches += 1;
-                match self.backend.attach_irqfd(fd, gsi) {
-                    Ok(()) => record.attached = true,
-                    Err(e) => {
-                        self.stats.failed_irqfd_attaches += 1;
-                        record.gsi = None;
-                        record.committed = None;
-                        record.irqfd = None;
-                        record.parked = false;
-                        record.state =
-                            RouteState::Userspace(UserspaceReason::IrqfdAttach(e.errno()));
-                        lost_gsi = Some(gsi);
-                    }
-                }
-            }
-        }
-        let state = record.state;
-        if let Some(report) = &mut self.report {
-            report.push((id, state));
-        }
-        if let Some(gsi) = lost_gsi {
-            self.release_gsi(gsi);
-        }
-    }
-
-    /// After a failed commit: every added or updated route loses its GSI and
-    /// its irqfd and falls back to userspace.
-    fn undo_touched(&mut self, errno: i32) -> Vec<RouteId> {
-        let touched = std::mem::take(&mut self.touched);
-        let mut undone = Vec::with_capacity(touched.len());
-        for id in touched {
-            let Some(record) = self.routes.get_mut(id).filter(|r| r.touched) else {
-                continue;
-            };
-            record.touched = false;
-            if record.committed == Some(record.msi) {
-                // Updated and changed back: the committed route still holds.
-                if let Some(gsi) = record.gsi {
-                    record.state = RouteState::Routed { gsi };
-                }
-                continue;
-            }
-            let Some(gsi) = record.gsi.take() else {
-                continue;
-            };
-            let irqfd = record.irqfd.take().filter(|_| record.attached);
-            record.attached = false;
-            record.parked = false;
-            record.committed = None;
-            record.state = RouteState::Userspace(UserspaceReason::CommitFailed(errno));
-            undone.push(id);
-            let detached = match irqfd {
-                Some(fd) => self.detach(&fd, gsi),
-                None => Ok(()),
-            };
-            if detached.is_ok() {
-                self.release_gsi(gsi);
-            } else {
-                self.forget_in_force(gsi);
-            }
-        }
-        undone
-    }
 }
+
+#[path = "commit.rs"]
+mod commit;
 
 #[cfg(test)]
 #[path = "router_tests.rs"]

@@ -16,7 +16,7 @@ use crate::{
     UserspaceReason,
 };
 
-use super::{Record, RouteStore, LAST_GENERATION};
+use crate::store::{Record, RouteStore, LAST_GENERATION};
 
 fn msi(v: u32) -> MsiMessage {
     MsiMessage::new(0xfee0_0000 + u64::from(v % 4) * 0x1000, 0x4000 | v)
@@ -309,7 +309,7 @@ fn a_slot_whose_generations_run_out_is_retired() {
     let mut store = RouteStore::default();
     let record = || Record::staged(msi(1), 24, None);
     let first = store.insert(record());
-    store.slots[first.slot()].generation = LAST_GENERATION;
+    store.slot_of(first).unwrap().generation = LAST_GENERATION;
     let last = RouteId::new(first.slot() as u32, LAST_GENERATION);
     assert!(store.remove(first).is_none());
     assert!(store.remove(last).is_some());

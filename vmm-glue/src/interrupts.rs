@@ -41,13 +41,13 @@ impl PassthroughDevice {
         let Some(t) = &self.msix else {
             return Vec::new();
         };
-        (0..t.vector_count())
-            .map(|v| {
-                let e = t.entry(v).copied().unwrap_or_default();
-                Wanted {
-                    masked: t.is_masked(v),
-                    msg: self.msg(e.address(), e.data),
-                }
+        // One entry per vector (`MsixTable::is_masked`: the function mask or its own bit).
+        let function_masked = t.function_masked();
+        t.entries()
+            .iter()
+            .map(|e| Wanted {
+                masked: function_masked || e.masked(),
+                msg: self.msg(e.address(), e.data),
             })
             .collect()
     }
@@ -294,6 +294,10 @@ impl PassthroughDevice {
         let (Some(t), Some(vs)) = (&mut self.msix, &self.msix_vectors) else {
             return;
         };
+        if t.pba_words().iter().all(|w| *w == 0) {
+            // Nothing pending (the common case of a resume): no vector to look at.
+            return;
+        }
         for (v, w) in (0u16..).zip(wanted.iter()) {
             if w.masked || !t.is_pending(v) {
                 continue;

@@ -216,6 +216,12 @@ impl PassthroughDevice {
     /// changes. Restoring the state the device already holds changes nothing.
     pub fn restore(&mut self, state: &DeviceState) -> Result<()> {
         self.check_state_fits(state)?;
+        self.restore_fitting(state)
+    }
+
+    /// [`PassthroughDevice::restore`] of a state [`PassthroughDevice::check_state_fits`]
+    /// accepted already.
+    fn restore_fitting(&mut self, state: &DeviceState) -> Result<()> {
         // 1. Config space (the emulated bytes as they were, to put back if the device refuses
         //    COMMAND).
         let prior = (
@@ -352,7 +358,8 @@ pub fn restore_all<'a>(
         for (dev, state) in pairs {
             let previous = dev.strategy();
             dev.set_strategy(strategy);
-            if let Err(e) = dev.restore(state) {
+            // Checked against this device above.
+            if let Err(e) = dev.restore_fitting(state) {
                 dev.set_strategy(previous);
                 failed = Some(e);
                 break;

@@ -26,7 +26,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
-use irq_routing::{MsiMessage, RouteId, RouteSnapshot, RouteState, Router};
+use irq_routing::{MsiMessage, RouteId, RouteSnapshot, RouteState, RouteView, Router};
 use vfio_core::{IrqSet, MsixTriggers, VfioDevice};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -59,10 +59,17 @@ fn on_kvm_path(state: Option<RouteState>) -> bool {
 /// until the commit: its irqfd would inject a stale message, so the vector goes through
 /// userspace until then.
 fn irqfd_injects(snapshot: &RouteSnapshot, id: RouteId, msg: &MsiMessage) -> bool {
-    match snapshot.get(id) {
-        Some(view) => on_kvm_path(Some(view.state)) && view.committed_msi.is_none_or(|c| c == *msg),
-        // A handle issued after this snapshot: added inside a batch still running.
-        None => snapshot.state(id) == Some(RouteState::Staged),
+    let (on_path, view) = path_and_view(snapshot, id);
+    on_path && view.is_none_or(|v| v.committed_msi.is_none_or(|c| c == *msg))
+}
+
+/// Whether route `id` is on the KVM path in `snapshot`, and its view if the snapshot holds one
+/// (a handle issued after the snapshot, added inside a batch still running, is staged with no
+/// view).
+fn path_and_view(snapshot: &RouteSnapshot, id: RouteId) -> (bool, Option<RouteView>) {
+    match snapshot.lookup(id) {
+        Some((state, view)) => (on_kvm_path(Some(state)), view),
+        None => (false, None),
     }
 }
 
@@ -78,12 +85,31 @@ struct Slot {
     routed_msg: Option<MsiMessage>,
     /// The route's irqfd is parked (the vector is masked): off its GSI, still the trigger.
     parked: bool,
+    /// A second handle on `irqfd` for the vector's next route to take, made when the slot is
+    /// and again when a route goes: adding a route (the resume path) then moves it to the
+    /// router instead of updating the `Arc`'s count.
+    for_route: Option<Arc<EventFd>>,
 }
 
 impl Slot {
+    /// The handle on the irqfd that a new route of this vector keeps.
+    fn irqfd_for_route(&mut self) -> Arc<EventFd> {
+        self.for_route.take().unwrap_or_else(|| self.irqfd.clone())
+    }
+
+    /// The vector's route is gone: a handle for the next one is made now.
+    fn route_removed(&mut self) {
+        self.route = None;
+        self.parked = false;
+        self.routed_msg = None;
+        if self.for_route.is_none() {
+            self.for_route = Some(self.irqfd.clone());
+        }
+    }
+
     /// Adds a route for this vector (committed at once outside a batch).
     fn add_route(&mut self, router: &Router, msg: MsiMessage, stats: &mut DeviceStats) {
-        match router.add_msi_route(msg, Some(self.irqfd.clone())) {
+        match router.add_msi_route(msg, Some(self.irqfd_for_route())) {
             Ok(id) => {
                 self.route = Some(id);
                 self.routed_msg = Some(msg);
@@ -173,8 +199,10 @@ impl VectorSet {
     pub(crate) fn new(count: u16, cache: Option<MsixTriggers>) -> Result<Self> {
         let mut slots = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
+            let irqfd = Arc::new(eventfd()?);
             slots.push(Slot {
-                irqfd: Arc::new(eventfd()?),
+                for_route: Some(irqfd.clone()),
+                irqfd,
                 user: eventfd()?,
                 route: None,
                 routed_msg: None,
@@ -271,9 +299,7 @@ impl VectorSet {
                 let snap = snapshot.get_or_insert_with(|| router.snapshot());
                 if matches!(snap.state(id), Some(RouteState::Userspace(_)) | None) {
                     let _ = router.remove_route(id);
-                    slot.route = None;
-                    slot.parked = false;
-                    slot.routed_msg = None;
+                    slot.route_removed();
                 }
             }
             match slot.route {
@@ -313,10 +339,10 @@ impl VectorSet {
         new: &[(usize, MsiMessage)],
         stats: &mut DeviceStats,
     ) {
-        let slots = &self.slots;
+        let slots = &mut self.slots;
         let routes = new
             .iter()
-            .filter_map(|(i, msg)| slots.get(*i).map(|s| (*msg, Some(s.irqfd.clone()))));
+            .filter_map(|(i, msg)| slots.get_mut(*i).map(|s| (*msg, Some(s.irqfd_for_route()))));
         match router.add_msi_routes(routes) {
             Ok(ids) => {
                 for ((i, msg), id) in new.iter().zip(ids) {
@@ -341,11 +367,10 @@ impl VectorSet {
         self.last_sync = None;
         let batch = strategy.batches_per_device().then(|| router.batch());
         for slot in &mut self.slots {
-            slot.parked = false;
-            if let Some(id) = slot.route.take() {
+            if let Some(id) = slot.route {
                 let _ = router.remove_route(id);
             }
-            slot.routed_msg = None;
+            slot.route_removed();
         }
         if let Some(b) = batch {
             let _ = b.finish();
@@ -365,14 +390,15 @@ impl VectorSet {
         stats: &mut DeviceStats,
     ) -> Vec<u16> {
         let mut fired = Vec::new();
+        if !self.slots.iter().any(|s| s.parked) && !wanted.iter().any(|w| w.masked) {
+            // Nothing parked and nothing to park: the common case of a resume.
+            return fired;
+        }
         for (v, slot) in (0u16..).zip(self.slots.iter_mut()) {
             let Some(id) = slot.route else {
                 continue;
             };
-            let on_path = match snapshot.get(id) {
-                Some(view) => on_kvm_path(Some(view.state)),
-                None => snapshot.state(id) == Some(RouteState::Staged),
-            };
+            let (on_path, _) = path_and_view(snapshot, id);
             let masked = wanted.get(usize::from(v)).is_some_and(|w| w.masked);
             if !on_path {
                 // The router took the irqfd off with the route's GSI.
@@ -422,11 +448,7 @@ impl VectorSet {
             let w = wanted.get(i);
             let kvm = match slot.route {
                 Some(id) => {
-                    let view = snapshot.get(id);
-                    let on_path = match &view {
-                        Some(v) => on_kvm_path(Some(v.state)),
-                        None => snapshot.state(id) == Some(RouteState::Staged),
-                    };
+                    let (on_path, view) = path_and_view(snapshot, id);
                     out.off_path |= !on_path;
                     // As `irqfd_injects`: on the KVM path, and no other message committed.
                     let unmasked = w.filter(|w| !w.masked);

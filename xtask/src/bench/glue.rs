@@ -258,7 +258,8 @@ fn window<'r>(
     }
     if let Some(outer) = outer {
         let start = Instant::now();
-        outer.commit().map_err(|e| format!("outer commit: {e}"))?;
+        // Ended as restore_all ends its own: without the per-route report.
+        outer.finish().map_err(|e| format!("outer commit: {e}"))?;
         for d in vm.devs.iter_mut() {
             d.sync_after_commit();
         }
