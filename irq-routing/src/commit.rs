@@ -113,10 +113,9 @@ impl Inner {
 
     /// Binds the irqfds the routes in `touched` wait for ([`Inner::needs_attach`]), in order,
     /// in one loop that touches nothing else between two attaches: each `KVM_IRQFD` walks the
-    /// VM's irqfds in the kernel, and that walk stays in cache better when the router's
-    /// records are not streamed through it in between (at 16 x 129 this saved about a fifth
-    /// of the library's extra time in the closing commit, measured with `cargo xtask
-    /// bench-msix`). Returns the outcomes for [`Inner::settle`] to take in the same order.
+    /// VM's irqfds in the kernel, and the loop keeps the router's records out of the cache
+    /// that walk uses (`cargo xtask bench-msix`'s closing commit is where it shows). Returns
+    /// the outcomes for [`Inner::settle`] to take in the same order.
     fn attach_staged(&mut self, touched: &[RouteId]) -> Attaches {
         let routes = &self.routes;
         let mut todo: Vec<(&EventFd, u32)> = Vec::with_capacity(touched.len());
