@@ -119,14 +119,18 @@ impl GuestPageMap {
             });
         }
         let old = self.regions.insert(region, bar);
-        Ok(self.recompute_around(region, old.iter().chain([&bar])))
+        if old == Some(bar) {
+            // Placed where it was: no decision can change.
+            return Ok(Vec::new());
+        }
+        Ok(self.recompute_around(region, old, Some(bar)))
     }
 
     /// Forgets `region` (its device was unplugged or stopped decoding memory) and returns the
     /// mapping changes this causes.
     pub fn remove(&mut self, region: RegionId) -> Vec<MapChange> {
         match self.regions.remove(&region) {
-            Some(old) => self.recompute_around(region, [&old]),
+            Some(old) => self.recompute_around(region, Some(old), None),
             None => Vec::new(),
         }
     }
@@ -172,74 +176,53 @@ impl GuestPageMap {
         region: RegionId,
         bar: &GuestBar,
     ) -> std::result::Result<GuestMapping, GuestTrap> {
-        if !bar.host_mappable || bar.size == 0 {
-            return Err(GuestTrap::HostRefused);
-        }
-        if !self.page.is_aligned(bar.gpa) {
-            return Err(GuestTrap::UnalignedGuestAddress);
-        }
-        // `place` refused wrapping placements.
-        let end = bar
-            .gpa
-            .checked_add(bar.size)
-            .and_then(|e| self.page.align_up(e))
-            .ok_or(GuestTrap::HostRefused)?;
-        let shared = self
-            .regions
-            .iter()
-            .any(|(other_id, other)| *other_id != region && covers(other, bar.gpa, end));
-        if shared {
-            return Err(GuestTrap::PageShared);
-        }
-        Ok(GuestMapping {
-            region,
-            gpa: bar.gpa,
-            len: end - bar.gpa,
-        })
+        decide(self.page, &self.regions, region, bar)
     }
 
-    /// Re-decides `changed` and every region whose pages one of `spans` (the changed region's
-    /// placements before and after) overlaps: no other region's decision can have changed.
-    fn recompute_around<'a>(
+    /// Re-decides `changed` and every region whose pages the changed region's placement
+    /// `before` or `after` the change overlaps: no other region's decision can have changed.
+    fn recompute_around(
         &mut self,
         changed: RegionId,
-        spans: impl IntoIterator<Item = &'a GuestBar>,
+        before: Option<GuestBar>,
+        after: Option<GuestBar>,
     ) -> Vec<MapChange> {
-        let spans: Vec<GuestBar> = spans.into_iter().copied().collect();
         let page = self.page;
-        let affected: Vec<RegionId> = self
-            .regions
-            .iter()
-            .filter(|(id, bar)| {
-                **id == changed || {
-                    // `place` refused wrapping placements; a region whose end still does not
-                    // compute is re-decided rather than assumed unchanged.
-                    let end = bar.gpa.checked_add(bar.size).and_then(|e| page.align_up(e));
-                    end.is_none_or(|end| spans.iter().any(|s| covers(s, bar.gpa, end)))
-                }
-            })
-            .map(|(id, _)| *id)
-            .collect();
+        let touched = |id: &RegionId, bar: &GuestBar| {
+            // `place` refused wrapping placements; a region whose end still does not compute
+            // is re-decided rather than assumed unchanged.
+            *id == changed
+                || bar
+                    .gpa
+                    .checked_add(bar.size)
+                    .and_then(|e| page.align_up(e))
+                    .is_none_or(|end| {
+                        [before, after]
+                            .iter()
+                            .flatten()
+                            .any(|s| covers(s, bar.gpa, end))
+                    })
+        };
         let mut unmaps = Vec::new();
         let mut maps = Vec::new();
-        // The changed region, when removed, is not among the placed regions any more.
-        let removed = (!self.regions.contains_key(&changed)).then_some(changed);
-        let mut ids: Vec<RegionId> = affected.into_iter().chain(removed).collect();
-        ids.sort_unstable();
-        for id in ids {
-            let next = self
-                .regions
-                .get(&id)
-                .and_then(|bar| self.decide(id, bar).ok());
-            let prev = self.mapped.get(&id).copied();
+        // A removed region is not among the placed ones any more: its mapping goes.
+        if after.is_none() {
+            unmaps.extend(self.mapped.remove(&changed).map(MapChange::Unmap));
+        }
+        for (id, bar) in &self.regions {
+            if !touched(id, bar) {
+                continue;
+            }
+            let next = decide(page, &self.regions, *id, bar).ok();
+            let prev = self.mapped.get(id).copied();
             if next == prev {
                 continue;
             }
             unmaps.extend(prev.map(MapChange::Unmap));
             maps.extend(next.map(MapChange::Map));
             match next {
-                Some(m) => self.mapped.insert(id, m),
-                None => self.mapped.remove(&id),
+                Some(m) => self.mapped.insert(*id, m),
+                None => self.mapped.remove(id),
             };
         }
         unmaps.extend(maps);
@@ -266,6 +249,39 @@ impl GuestPageMap {
         self.mapped = next;
         changes
     }
+}
+
+/// Whether `region`, placed as `bar` among `regions` (pages of `page` bytes), is mapped, or why
+/// it is trapped.
+fn decide(
+    page: PageSize,
+    regions: &BTreeMap<RegionId, GuestBar>,
+    region: RegionId,
+    bar: &GuestBar,
+) -> std::result::Result<GuestMapping, GuestTrap> {
+    if !bar.host_mappable || bar.size == 0 {
+        return Err(GuestTrap::HostRefused);
+    }
+    if !page.is_aligned(bar.gpa) {
+        return Err(GuestTrap::UnalignedGuestAddress);
+    }
+    // `place` refused wrapping placements.
+    let end = bar
+        .gpa
+        .checked_add(bar.size)
+        .and_then(|e| page.align_up(e))
+        .ok_or(GuestTrap::HostRefused)?;
+    let shared = regions
+        .iter()
+        .any(|(other_id, other)| *other_id != region && covers(other, bar.gpa, end));
+    if shared {
+        return Err(GuestTrap::PageShared);
+    }
+    Ok(GuestMapping {
+        region,
+        gpa: bar.gpa,
+        len: end - bar.gpa,
+    })
 }
 
 /// Whether `other`, a placed region, overlaps the guest range `[start, end)`.
